@@ -1,0 +1,3 @@
+from alicorn.cli.main import main
+
+main()

@@ -1,0 +1,104 @@
+"""Showing a build's progress while the worker runs it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from alicorn.config import Settings
+from alicorn.store.builds import FINAL, QUEUED, BuildStore
+from alicorn.store.models import BuildRow
+from alicorn.worker.local import ensure_worker
+
+
+def _events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = []
+    for line in data[:end].splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events, offset + end
+
+
+def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: bool,
+           timeout: float | None = None) -> BuildRow:
+    """Render progress until the build is final; returns its final record."""
+    path = settings.build_dir(build_id) / "progress.jsonl"
+    err = Console(stderr=True)
+    fancy = err.is_terminal and not json_lines
+    offset = 0
+    started = time.monotonic()
+    last_check = 0.0
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
+                        transient=False) if fancy else None
+    task = None
+    if progress:
+        progress.start()
+        task = progress.add_task(f"build {build_id}: queued", total=None, detail="")
+    try:
+        while True:
+            events, offset = _events(path, offset)
+            for ev in events:
+                if json_lines:
+                    print(json.dumps({"build_id": build_id, **ev}, sort_keys=True), flush=True)
+                elif progress is not None and task is not None:
+                    if ev["event"] == "step":
+                        progress.update(task, description=f"build {build_id}: {ev['name']}",
+                                        completed=0, total=ev.get("total"), detail="")
+                    elif ev["event"] == "progress":
+                        progress.update(task, completed=ev["done"], total=ev.get("total"),
+                                        detail=ev.get("detail") or "")
+                    elif ev["event"] == "message":
+                        progress.console.print(f"  {ev['text']}")
+                else:
+                    if ev["event"] == "step":
+                        print(f"build {build_id}: {ev['name']}", file=sys.stderr, flush=True)
+                    elif ev["event"] == "message":
+                        print(f"  {ev['text']}", file=sys.stderr, flush=True)
+            now = time.monotonic()
+            if now - last_check > 1.0 or any(e["event"] == "finish" for e in events):
+                last_check = now
+                row = store.get(build_id)
+                if row.state in FINAL:
+                    events, offset = _events(path, offset)
+                    return row
+                if row.state == QUEUED:
+                    ensure_worker(settings)
+            if timeout is not None and now - started > timeout:
+                return store.get(build_id)
+            time.sleep(0.2)
+    finally:
+        if progress:
+            progress.stop()
+
+
+def result_json(row: BuildRow, settings: Settings) -> dict[str, Any]:
+    return {
+        "build_id": row.id,
+        "state": row.state,
+        "digest": row.digest,
+        "image": row.image_ref,
+        "error": row.error,
+        "recipe": {"path": row.recipe_path, "name": row.recipe_name, "digest": row.recipe_digest},
+        "source": ({"url": row.source_url, "ref": row.source_ref, "commit": row.source_commit}
+                   if row.source_kind == "git" else None),
+        "cached_from": row.cached_from,
+        "log": str(settings.build_dir(row.id) / "build.log"),
+        "log_digest": row.log_digest,
+        "packages": len(row.packages) if row.state in FINAL else None,
+    }

@@ -1,0 +1,366 @@
+"""The ``alicorn`` command line.
+
+Errors of type :class:`alicorn.errors.Error` are caught here, in one place, and printed without a
+traceback; the exit code says what kind of failure it was (see alicorn.errors).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from alicorn import __version__
+from alicorn.config import Settings, load_settings
+from alicorn.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput, Error
+from alicorn.store.builds import DONE, BuildStore, Submission
+
+out = Console()
+err = Console(stderr=True)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Error as e:
+            err.print(f"[bold red]error:[/] {e.diagnostics()}", highlight=False, markup=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _store(settings: Settings) -> BuildStore:
+    return BuildStore(settings.database_url)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="alicorn")
+def cli() -> None:
+    """Build container images from distribution packages, with a chain of identity.
+
+    State lives under $ALICORN_HOME (default ~/.local/share/alicorn).
+    """
+
+
+def _looks_like_git(source: str) -> bool:
+    return "://" in source or source.startswith("git@") or source.endswith(".git") or \
+        (Path(source).is_dir() and (Path(source) / ".git").exists())
+
+
+@cli.command()
+@click.argument("source")
+@click.option("--ref", help="Branch, tag or commit of the git repository.")
+@click.option("--recipe", "recipe_path", help="Path of the recipe inside the git repository.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress as JSON lines; the last line is the result object.")
+@click.option("--no-cache", is_flag=True, help="Compose again even when the inputs are unchanged.")
+@click.option("--no-push", is_flag=True, help="Keep the image in the local store only.")
+@click.option("--no-wait", is_flag=True, help="Queue the build and print its id.")
+@click.option("--source-date-epoch", type=int,
+              help="Clamp every time in the image to this (default: the commit's time, or 0).")
+@click.option("--compression-level", type=click.IntRange(1, 9), default=1, show_default=True)
+@click.option("--timeout", type=float, help="Stop waiting after this many seconds.")
+def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, no_cache: bool,
+          no_push: bool, no_wait: bool, source_date_epoch: int | None, compression_level: int,
+          timeout: float | None) -> None:
+    """Build an image from RECIPE_FILE, or from GIT_URL --ref REF --recipe PATH_IN_REPO.
+
+    The build runs in the local worker; this command shows its progress and waits for it.
+    """
+    from alicorn.cli.follow import follow, result_json
+    from alicorn.worker.local import ensure_worker
+
+    settings = _settings()
+    options: dict[str, Any] = {"no_cache": no_cache, "no_push": no_push,
+                               "compression_level": compression_level}
+    if source_date_epoch is not None:
+        options["source_date_epoch"] = source_date_epoch
+    argv = ["alicorn", *sys.argv[1:]]
+    if ref is not None or recipe_path is not None or _looks_like_git(source):
+        if ref is None or recipe_path is None:
+            raise BadInput("a build from git needs both --ref and --recipe",
+                           hint="alicorn build GIT_URL --ref main --recipe path/to/pony.yaml")
+        url = source
+        if "://" not in url and not url.startswith("git@"):
+            url = str(Path(url).resolve())
+        sub = Submission(argv=argv, source_kind="git", source_url=url, source_ref=ref,
+                         recipe_path=recipe_path, options=options)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise BadInput(f"{source}: no such recipe file",
+                           hint="give a recipe file, or GIT_URL --ref REF --recipe PATH")
+        try:
+            content = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadInput(f"{source}: not UTF-8 text (byte {e.start})") from e
+        sub = Submission(argv=argv, source_kind="file", recipe_path=str(path.resolve()),
+                         recipe_content=content, options=options)
+    store = _store(settings)
+    row = store.submit(sub)
+    ensure_worker(settings)
+    if no_wait:
+        print(json.dumps({"build_id": row.id, "state": row.state}) if as_json else row.id)
+        return
+    if not as_json:
+        err.print(f"build {row.id} queued")
+    try:
+        final = follow(settings, store, row.id, json_lines=as_json, timeout=timeout)
+    except KeyboardInterrupt:
+        err.print(f"stopped following; build {row.id} goes on in the worker "
+                  f"(alicorn logs -f {row.id})")
+        sys.exit(EXIT_INTERRUPTED)
+    result = result_json(final, settings)
+    if as_json:
+        print(json.dumps(result, sort_keys=True), flush=True)
+    elif final.state == DONE:
+        out.print(f"[green]done[/] {final.id}\n  digest {final.digest}\n  image  "
+                  f"{final.image_ref or '(not pushed)'}"
+                  + (f"\n  reused the image of build {final.cached_from} (inputs unchanged)"
+                     if final.cached_from else ""), highlight=False)
+    else:
+        err.print(f"[red]{final.state}[/] {final.id}: {final.error}\n  log: "
+                  f"{result['log']}", highlight=False)
+    if final.state != DONE:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command("builds")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=50, show_default=True)
+def list_builds(as_json: bool, limit: int) -> None:
+    """List recent builds."""
+    settings = _settings()
+    rows = _store(settings).list(limit)
+    if as_json:
+        print(json.dumps([{"build_id": r.id, "state": r.state, "recipe": r.recipe_name,
+                           "digest": r.digest, "image": r.image_ref,
+                           "created": r.created_at.isoformat() + "Z"} for r in rows]))
+        return
+    table = Table("build", "state", "recipe", "digest", "created (UTC)")
+    for r in rows:
+        table.add_row(r.id, r.state, r.recipe_name or r.recipe_path,
+                      (r.digest or "")[:19], r.created_at.strftime("%Y-%m-%d %H:%M:%S"))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True)
+def show(ident: str, as_json: bool) -> None:
+    """Show a build by id, id prefix or image digest."""
+    from alicorn.cli.follow import result_json
+
+    settings = _settings()
+    row = _store(settings).resolve(ident)
+    data = result_json(row, settings)
+    data.update(argv=row.argv, submitter=row.submitter, inputs=row.inputs, outputs=row.outputs,
+                created=row.created_at.isoformat() + "Z",
+                finished=row.finished_at.isoformat() + "Z" if row.finished_at else None,
+                package_list=[{"name": p.name, "version": p.version, "type": p.type,
+                               "arch": p.arch, "purl": p.purl, "checksum": p.checksum}
+                              for p in row.packages])
+    if as_json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return
+    for key in ("build_id", "state", "digest", "image", "error", "argv", "submitter", "created",
+                "finished", "cached_from", "log", "log_digest"):
+        if data.get(key) is not None:
+            out.print(f"{key:12} {data[key]}", highlight=False)
+    out.print(f"{'recipe':12} {row.recipe_path} ({row.recipe_digest})", highlight=False)
+    if data["source"]:
+        out.print(f"{'source':12} {row.source_url} {row.source_ref} → {row.source_commit}",
+                  highlight=False)
+    out.print(f"{'packages':12} {len(row.packages)}")
+
+
+@cli.command()
+@click.argument("ident")
+@click.option("-f", "--follow", "follow_", is_flag=True, help="Keep printing while it runs.")
+def logs(ident: str, follow_: bool) -> None:
+    """Print a build's log."""
+    import time
+
+    from alicorn.store.builds import FINAL
+
+    settings = _settings()
+    store = _store(settings)
+    row = store.resolve(ident)
+    path = settings.build_dir(row.id) / "build.log"
+    pos = 0
+    while True:
+        if path.exists():
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+                pos += len(chunk)
+            sys.stdout.write(chunk.decode("utf-8", "replace"))
+            sys.stdout.flush()
+        if not follow_ or store.get(row.id).state in FINAL:
+            if follow_ and path.exists() and path.stat().st_size > pos:
+                continue
+            break
+        time.sleep(0.3)
+
+
+@cli.command("run")
+@click.argument("image")
+@click.option("--name", default="pony", show_default=True, help="Container name.")
+@click.option("--port", default=80, show_default=True, help="Host port to publish.")
+@click.option("--address", default="", help="Host address to publish on (default: all).")
+@click.option("--container-port", type=int, help="Port inside (default: the image's first).")
+@click.option("--content", type=click.Path(path_type=Path),
+              help="Serve this host directory (mounted read-only at the content path).")
+@click.option("--content-volume", help="Serve this podman volume.")
+@click.option("--content-image", help="Serve the files of this image.")
+@click.option("--content-from", help="Serve the volumes of this running container.")
+@click.option("--replace", is_flag=True, help="Replace a container of the same name.")
+@click.option("--wait/--no-wait", default=True, help="Wait until it answers over HTTP.")
+def run_cmd(image: str, name: str, port: int, address: str, container_port: int | None,
+            content: Path | None, content_volume: str | None, content_image: str | None,
+            content_from: str | None, replace: bool, wait: bool) -> None:
+    """Run IMAGE (a reference, a build id or an image digest) with podman."""
+    from alicorn.digest import is_digest
+    from alicorn.run.podman import Content, start, wait_http
+
+    given = [x for x in (content, content_volume, content_image, content_from) if x is not None]
+    if len(given) > 1:
+        raise BadInput("give at most one of --content, --content-volume, --content-image, "
+                       "--content-from")
+    settings = _settings()
+    ref = image
+    if "/" not in image or is_digest(image):
+        row = _store(settings).resolve(image)
+        if not row.image_ref:
+            raise BadInput(f"build {row.id} has no published image ({row.state})")
+        ref = row.image_ref
+    if ref.startswith(settings.registry + "/") and settings.registry_managed:
+        from alicorn.registry.local import Registry
+        Registry(settings).ensure_running()
+    cid = start(ref, name=name, port=port, address=address, container_port=container_port,
+                content=Content(directory=content, volume=content_volume, image=content_image,
+                                container=content_from), replace=replace)
+    host = address if address not in ("", "0.0.0.0") else "127.0.0.1"
+    url = f"http://{host}:{port}/"
+    if wait:
+        wait_http(url, timeout=60)
+    out.print(f"{name} ({cid[:12]}) answers on {url}", highlight=False)
+
+
+@cli.command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Stop and remove the module container NAME."""
+    from alicorn.run.podman import remove
+    remove(name)
+
+
+@cli.group()
+def registry() -> None:
+    """The local registry (embedded default)."""
+
+
+@registry.command("start")
+def registry_start() -> None:
+    from alicorn.registry.local import Registry
+    reg = Registry(_settings())
+    reg.ensure_running()
+    out.print(f"registry answers on http://{reg.addr}/v2/", highlight=False)
+
+
+@registry.command("stop")
+def registry_stop() -> None:
+    from alicorn.registry.local import Registry
+    out.print("stopped" if Registry(_settings()).stop() else "not running")
+
+
+@registry.command("status")
+def registry_status() -> None:
+    from alicorn.registry.local import Registry
+    reg = Registry(_settings())
+    up = reg.is_up()
+    out.print(f"{reg.addr}: {'up' if up else 'down'}"
+              + (f", repositories: {', '.join(reg.catalog()) or '(none)'}" if up else ""),
+              highlight=False)
+    if not up:
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run at most one queued build, then exit.")
+@click.option("--idle-exit", type=float, help="Exit after this many idle seconds.")
+def worker(once: bool, idle_exit: float | None) -> None:
+    """Run queued builds (the embedded default starts one by itself)."""
+    from alicorn.worker.local import serve
+    serve(_settings(), once=once, idle_exit=idle_exit)
+
+
+@cli.command()
+def down() -> None:
+    """Stop the local worker and the local registry."""
+    from alicorn.registry.local import Registry
+    from alicorn.worker.local import stop_worker
+    settings = _settings()
+    w = stop_worker(settings)
+    r = Registry(settings).stop()
+    out.print(f"worker {'stopped' if w else 'not running'}, "
+              f"registry {'stopped' if r else 'not running'}")
+
+
+@cli.command("setup-host")
+@click.option("--quiet", is_flag=True)
+def setup_host(quiet: bool) -> None:
+    """Write the podman defaults this host needs (ulimits, runc, cgroupfs)."""
+    from alicorn.run.podman import setup_host as do
+    changed = do()
+    if not quiet or changed:
+        for path in changed:
+            err.print(f"wrote {path}")
+
+
+@cli.group()
+def recipe() -> None:
+    """Recipes: check them, print their schema."""
+
+
+@recipe.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def recipe_validate(files: tuple[Path, ...]) -> None:
+    """Check recipe FILES against the schema; errors name file, line and field."""
+    from alicorn.recipe import load_recipe
+    for f in files:
+        r = load_recipe(f)
+        out.print(f"{f}: ok ({r.name}, {r.distribution} {r.release}, {r.digest})",
+                  highlight=False)
+
+
+@recipe.command("schema")
+def recipe_schema() -> None:
+    """Print the recipe's JSON schema."""
+    from alicorn.recipe.loader import schema
+    print(json.dumps(schema(), indent=2))
+
+
+@cli.command()
+@click.option("--port", type=int, help="Host port for the pony (default 80 if free, else any).")
+@click.option("--example", type=click.Path(path_type=Path, file_okay=False),
+              help="Directory holding pony.yaml (default: examples/pony/debian).")
+def demo(port: int | None, example: Path | None) -> None:
+    """The main job: build pony from a git repository, publish it, run it, fetch its page."""
+    from alicorn.demo import run_demo
+    run_demo(_settings(), port=port, example=example, console=out)
+
+
+def main() -> None:
+    cli(prog_name="alicorn")

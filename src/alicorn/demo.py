@@ -1,0 +1,106 @@
+"""The main job end to end: pony from a git repository → build → publish → run → fetch.
+
+It drives the real command line (so the build records hold real argv) against the embedded
+default: SQLite under $ALICORN_HOME, the local registry and the local worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from alicorn.config import Settings, free_port
+from alicorn.errors import BadInput, Error
+from alicorn.proc import run
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def make_git_repo(example: Path, dest: Path) -> str:
+    """Commit the example's files into the git repository ``dest``; returns the commit."""
+    env = {"GIT_AUTHOR_NAME": "Alicorn demo", "GIT_AUTHOR_EMAIL": "demo@alicorn.invalid",
+           "GIT_COMMITTER_NAME": "Alicorn demo", "GIT_COMMITTER_EMAIL": "demo@alicorn.invalid",
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    if not (dest / ".git").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        run(["git", "init", "-q", "-b", "main", str(dest)], env=env)
+    for item in dest.iterdir():
+        if item.name != ".git":
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
+    shutil.copytree(example, dest, dirs_exist_ok=True)
+    run(["git", "-C", str(dest), "add", "-A"], env=env)
+    if run(["git", "-C", str(dest), "status", "--porcelain"], env=env).stdout.strip():
+        run(["git", "-C", str(dest), "commit", "-q", "-m", "pony recipe"], env=env)
+    return run(["git", "-C", str(dest), "rev-parse", "HEAD"], env=env).stdout.strip()
+
+
+def _build(args: list[str], console: Console) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "alicorn", "build", *args, "--json"]
+    console.print(f"$ alicorn build {' '.join(args)}", highlight=False, style="bold")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    assert proc.stdout is not None
+    last: dict[str, Any] = {}
+    for line in proc.stdout:
+        try:
+            last = json.loads(line)
+        except ValueError:
+            continue
+        if last.get("event") == "step":
+            console.print(f"  {last['name']}", highlight=False)
+        elif last.get("event") == "message":
+            console.print(f"    {last['text']}", highlight=False)
+    proc.wait()
+    if last.get("state") != "done":
+        raise Error(f"the demo build failed: {last.get('error')}",
+                    hint=f"see the log: alicorn logs {last.get('build_id')}")
+    return last
+
+
+def run_demo(settings: Settings, *, port: int | None, example: Path | None,
+             console: Console) -> None:
+    example = example or EXAMPLES / "pony" / "debian"
+    if not (example / "pony.yaml").is_file():
+        raise BadInput(f"{example} holds no pony.yaml")
+    repo = settings.home / "demo" / "pony-src"
+    commit = make_git_repo(example, repo)
+    console.print(f"pony recipe committed to {repo} at {commit[:12]}", highlight=False)
+
+    first = _build([str(repo), "--ref", "main", "--recipe", "pony.yaml"], console)
+    console.print(f"built {first['digest']}\n  published as {first['image']}", highlight=False)
+
+    again = _build([str(repo), "--ref", "main", "--recipe", "pony.yaml", "--no-cache"], console)
+    same = again["digest"] == first["digest"]
+    console.print(f"rebuilt from scratch: {again['digest']} "
+                  f"({'the same digest' if same else 'A DIFFERENT DIGEST'})", highlight=False)
+    if not same:
+        raise Error("the second build of the same inputs gave another digest")
+
+    port = port or (80 if _port_free(80) else free_port())
+    console.print(f"$ alicorn run {first['build_id']} --name pony --port {port} --replace",
+                  highlight=False, style="bold")
+    subprocess.run([sys.executable, "-m", "alicorn", "run", first["build_id"], "--name", "pony",
+                    "--port", str(port), "--replace"], check=True)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+        body = resp.read().decode()
+    console.print(f"$ curl http://127.0.0.1:{port}/", highlight=False, style="bold")
+    console.print(body, highlight=False, markup=False)
+    console.print(f"pony answers on port {port}. Stop it with: alicorn stop pony",
+                  highlight=False)

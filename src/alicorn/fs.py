@@ -1,0 +1,51 @@
+"""Paths inside a root filesystem that is not ours to trust.
+
+A root filesystem may hold symlinks that point anywhere (``/var/www/html -> /etc``); resolving
+them with the host's ``realpath`` would walk out of the root.  :func:`resolve_in_root` resolves
+them the way a chroot would, and never returns a path outside ``root``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path, PurePosixPath
+
+from alicorn.errors import BadInput
+
+_MAX_LINKS = 40
+
+
+def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
+    """The host path of ``path`` inside ``root``, following symlinks as if ``root`` were ``/``."""
+    parts = list(PurePosixPath("/", path).parts[1:])
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = root.joinpath(*resolved, part)
+        is_last = not parts
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(part)
+            continue
+        if stat.S_ISLNK(st.st_mode) and (follow_last or not is_last):
+            links += 1
+            if links > _MAX_LINKS:
+                raise BadInput(f"too many levels of symbolic links resolving {path} in {root}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = list(PurePosixPath(target).parts) + parts
+            if parts and parts[0] == "/":
+                parts.pop(0)
+            continue
+        resolved.append(part)
+    return root.joinpath(*resolved)

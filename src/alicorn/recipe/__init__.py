@@ -1,0 +1,17 @@
+"""Image recipes: the declarative, versioned description of an image."""
+
+from alicorn.recipe.loader import load_recipe, parse_recipe
+from alicorn.recipe.model import (
+    Artifact,
+    FileSpec,
+    Healthcheck,
+    HttpCheck,
+    Recipe,
+    Repository,
+    TestSpec,
+)
+
+__all__ = [
+    "Artifact", "FileSpec", "Healthcheck", "HttpCheck", "Recipe", "Repository", "TestSpec",
+    "load_recipe", "parse_recipe",
+]

@@ -1,0 +1,157 @@
+"""The registry images are published to.
+
+By default Alicorn runs Debian's docker-registry itself, on loopback only, with a configuration
+of its own under ``$ALICORN_HOME/registry`` (Debian's packaged configuration asks for htpasswd
+files).  ``ALICORN_REGISTRY=host:port`` points Alicorn at a registry it does not manage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from alicorn import daemon
+from alicorn.config import Settings
+from alicorn.digest import Digest
+from alicorn.errors import RegistryError, ToolError
+from alicorn.proc import BuildLog, run, which
+
+CONFIG = """\
+version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: {data}
+  delete:
+    enabled: true
+http:
+  addr: {addr}
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+
+REGISTRIES_CONF_D = Path("/etc/containers/registries.conf.d")
+
+
+class Registry:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.addr = settings.registry
+        self.dir = settings.registry_dir
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "registry.pid"
+
+    def url(self, path: str = "/v2/") -> str:
+        return f"http://{self.addr}{path}"
+
+    def is_up(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url(), timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def ensure_running(self) -> None:
+        """Start the local registry unless it already answers."""
+        if self.is_up():
+            return
+        if not self.settings.registry_managed:
+            raise RegistryError(f"the registry {self.addr} is not reachable",
+                                hint="start it, or unset ALICORN_REGISTRY to use the local one")
+        binary = which("docker-registry", package="docker-registry")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = self.dir / "config.yml"
+        config.write_text(CONFIG.format(data=self.dir / "data", addr=self.addr))
+        trust_insecure(self.addr)
+        daemon.stop(self.pidfile)
+        daemon.spawn([binary, "serve", str(config)], pidfile=self.pidfile,
+                     logfile=self.dir / "registry.log")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.is_up():
+                return
+            if daemon.read_pid(self.pidfile) is None:
+                break
+            time.sleep(0.1)
+        tail = (self.dir / "registry.log").read_text(errors="replace").splitlines()[-5:]
+        raise RegistryError(f"the local registry did not start on {self.addr}: "
+                            + (" | ".join(tail) or "no output"),
+                            hint=f"see {self.dir / 'registry.log'}")
+
+    def stop(self) -> bool:
+        return daemon.stop(self.pidfile)
+
+    def manifest_digest(self, name: str, reference: str) -> Digest | None:
+        """The digest the registry holds for ``name:reference``, None if it holds none."""
+        req = urllib.request.Request(
+            self.url(f"/v2/{name}/manifests/{reference}"), method="HEAD",
+            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                value = resp.headers.get("Docker-Content-Digest")
+                return Digest(value) if value else None
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return None
+            raise RegistryError(f"the registry {self.addr} answered HTTP {e.code} for "
+                                f"{name}:{reference}") from e
+        except (urllib.error.URLError, OSError) as e:
+            raise RegistryError(f"the registry {self.addr} is not reachable: {e}") from e
+
+    def push(self, layout: Path, name: str, tag: str, digest: Digest, *,
+             log: BuildLog | None = None) -> str:
+        """Copy the image in ``layout`` to ``name:tag``; returns ``addr/name@digest``."""
+        skopeo = which("skopeo")
+        if not self.is_up():
+            if self.settings.registry_managed:
+                self.ensure_running()
+            else:
+                raise RegistryError(f"the registry {self.addr} is down; nothing was published",
+                                    hint="start the registry and build again")
+        dest = f"{self.addr}/{name}:{tag}"
+        try:
+            run([skopeo, "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+                 f"oci:{layout}:{tag}", f"docker://{dest}"], log=log, what="skopeo copy",
+                timeout=1800)
+        except ToolError as e:
+            raise RegistryError(f"pushing to {dest} failed: {e.message}",
+                                hint="check that the registry is up and has free space") from e
+        held = self.manifest_digest(name, tag)
+        if held != digest:
+            raise RegistryError(f"the registry holds {held} for {dest}, not {digest}")
+        return f"{self.addr}/{name}@{digest}"
+
+    def catalog(self) -> list[str]:
+        try:
+            with urllib.request.urlopen(self.url("/v2/_catalog"), timeout=10) as resp:
+                repos: list[str] = json.load(resp).get("repositories", [])
+                return repos
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise RegistryError(f"the registry {self.addr} is not reachable: {e}") from e
+
+
+def trust_insecure(addr: str) -> None:
+    """Let podman pull from the loopback registry over plain HTTP (it is never exposed).
+
+    Written only where the host's containers configuration is writable (root); elsewhere
+    Alicorn's own calls pass --tls-verify=false.
+    """
+    if not addr.startswith(("127.", "localhost", "[::1]")):
+        return
+    safe = addr.replace(":", "-").replace("[", "").replace("]", "")
+    path = REGISTRIES_CONF_D / f"50-alicorn-{safe}.conf"
+    text = f'# Written by alicorn: its local registry, loopback only.\n' \
+           f'[[registry]]\nlocation = "{addr}"\ninsecure = true\n'
+    try:
+        if not path.exists() or path.read_text() != text:
+            REGISTRIES_CONF_D.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    except OSError:
+        pass

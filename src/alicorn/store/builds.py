@@ -1,0 +1,149 @@
+"""The build records: submit, claim, finish, look up.
+
+A build's record is written by the submitter (inputs it knows: argv, source, recipe) and then only
+by the worker that claimed it.  Claiming is one conditional UPDATE, so two workers never run the
+same build.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from alicorn.compose.interface import Package
+from alicorn.errors import BadInput, NotFound
+from alicorn.store.db import session_factory
+from alicorn.store.models import BuildRow, PackageRow
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+FINAL = (DONE, FAILED)
+
+
+def new_build_id() -> str:
+    """Sortable by submission time, unique without coordination."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(3)}"
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Submission:
+    argv: list[str]
+    source_kind: str
+    recipe_path: str
+    source_url: str | None = None
+    source_ref: str | None = None
+    recipe_content: str | None = None
+    options: dict[str, Any] | None = None
+
+
+class BuildStore:
+    def __init__(self, database_url: str):
+        self._sessions = session_factory(database_url)
+
+    def submit(self, sub: Submission) -> BuildRow:
+        user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
+        row = BuildRow(
+            id=new_build_id(), state=QUEUED, created_at=now(), argv=sub.argv,
+            submitter=f"{user}@{os.uname().nodename}", source_kind=sub.source_kind,
+            source_url=sub.source_url, source_ref=sub.source_ref,
+            recipe_path=sub.recipe_path, recipe_content=sub.recipe_content,
+            options=sub.options or {}, published=False,
+        )
+        with self._sessions.begin() as s:
+            s.add(row)
+        return row
+
+    def claim_next(self, worker: str) -> BuildRow | None:
+        """Take the oldest queued build for ``worker``; None when there is none."""
+        with self._sessions() as s:
+            ids = s.scalars(select(BuildRow.id).where(BuildRow.state == QUEUED)
+                            .order_by(BuildRow.created_at, BuildRow.id).limit(5)).all()
+        for build_id in ids:
+            with self._sessions.begin() as s:
+                claimed = s.execute(
+                    update(BuildRow).where(BuildRow.id == build_id, BuildRow.state == QUEUED)
+                    .values(state=RUNNING, worker=worker, started_at=now())
+                ).rowcount
+            if claimed == 1:
+                return self.get(build_id)
+        return None
+
+    def update(self, build_id: str, **values: Any) -> None:
+        with self._sessions.begin() as s:
+            s.execute(update(BuildRow).where(BuildRow.id == build_id).values(**values))
+
+    def finish(self, build_id: str, state: str, *, packages: Iterable[Package] = (),
+               **values: Any) -> None:
+        assert state in FINAL
+        with self._sessions.begin() as s:
+            row = s.get(BuildRow, build_id)
+            if row is None:
+                raise NotFound(f"no build {build_id}")
+            if row.state in FINAL:
+                raise BadInput(f"build {build_id} is already {row.state}; records are final")
+            row.state = state
+            row.finished_at = now()
+            for k, v in values.items():
+                setattr(row, k, v)
+            for p in packages:
+                row.packages.append(PackageRow(
+                    type=p.type, name=p.name, version=p.version, arch=p.arch, source=p.source,
+                    checksum=p.checksum, purl=p.purl))
+
+    def get(self, build_id: str) -> BuildRow:
+        with self._sessions() as s:
+            row = s.get(BuildRow, build_id)
+            if row is None:
+                raise NotFound(f"no build {build_id}", hint="alicorn builds lists them")
+            _ = row.packages  # load while the session is open
+            return row
+
+    def resolve(self, ident: str) -> BuildRow:
+        """A build by id, id prefix, or image digest (the newest build that produced it)."""
+        ident = ident.strip()
+        with self._sessions() as s:
+            if ident.startswith("sha256:") or len(ident) == 64:
+                digest = ident if ident.startswith("sha256:") else "sha256:" + ident
+                row = s.scalars(select(BuildRow).where(BuildRow.digest == digest)
+                                .order_by(BuildRow.created_at.desc())).first()
+            else:
+                rows = s.scalars(select(BuildRow).where(BuildRow.id.startswith(ident))
+                                 .limit(2)).all()
+                if len(rows) > 1:
+                    raise BadInput(f"build id prefix {ident!r} is ambiguous")
+                row = rows[0] if rows else None
+            if row is None:
+                raise NotFound(f"no build or image {ident!r} in this store",
+                               hint="alicorn builds lists them")
+            _ = row.packages
+            return row
+
+    def list(self, limit: int = 50) -> list[BuildRow]:
+        with self._sessions() as s:
+            return list(s.scalars(select(BuildRow).order_by(BuildRow.created_at.desc())
+                                  .limit(limit)).all())
+
+    def find_cached(self, input_key: str, exclude: str) -> BuildRow | None:
+        """The newest successful build with the same inputs."""
+        with self._sessions() as s:
+            row = s.scalars(
+                select(BuildRow).where(BuildRow.input_key == input_key, BuildRow.state == DONE,
+                                       BuildRow.id != exclude, BuildRow.digest.is_not(None))
+                .order_by(BuildRow.finished_at.desc())).first()
+            if row is not None:
+                _ = row.packages
+            return row
+
+    def running(self) -> list[BuildRow]:
+        with self._sessions() as s:
+            return list(s.scalars(select(BuildRow).where(BuildRow.state == RUNNING)).all())

@@ -1,0 +1,63 @@
+"""Database tables. The database is the single source of truth for builds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BuildRow(Base):
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)   # queued running done failed
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    argv: Mapped[list[str]] = mapped_column(JSON)
+    submitter: Mapped[str] = mapped_column(String(128))
+    source_kind: Mapped[str] = mapped_column(String(8))           # file | git
+    source_url: Mapped[str | None] = mapped_column(Text)
+    source_ref: Mapped[str | None] = mapped_column(String(256))
+    source_commit: Mapped[str | None] = mapped_column(String(64))
+    recipe_path: Mapped[str] = mapped_column(Text)
+    recipe_name: Mapped[str | None] = mapped_column(String(128))
+    recipe_digest: Mapped[str | None] = mapped_column(String(71))
+    recipe_content: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    input_key: Mapped[str | None] = mapped_column(String(71), index=True)
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    digest: Mapped[str | None] = mapped_column(String(71), index=True)
+    image_ref: Mapped[str | None] = mapped_column(Text)
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cached_from: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(128))
+    log_digest: Mapped[str | None] = mapped_column(String(71))
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    packages: Mapped[list[PackageRow]] = relationship(
+        back_populates="build", cascade="all, delete-orphan", order_by="PackageRow.id")
+
+
+class PackageRow(Base):
+    __tablename__ = "build_packages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), index=True)
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256), index=True)
+    version: Mapped[str] = mapped_column(String(256))
+    arch: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(256))
+    checksum: Mapped[str | None] = mapped_column(String(71))
+    purl: Mapped[str] = mapped_column(Text)
+
+    build: Mapped[BuildRow] = relationship(back_populates="packages")
