@@ -79,6 +79,7 @@ def run_demo(settings: Settings, *, port: int | None, example: Path | None,
     example = example or EXAMPLES / "pony" / "debian"
     if not (example / "pony.yaml").is_file():
         raise BadInput(f"{example} holds no pony.yaml")
+    console.soft_wrap = True
     repo = settings.home / "demo" / "pony-src"
     commit = make_git_repo(example, repo)
     console.print(f"pony recipe committed to {repo} at {commit[:12]}", highlight=False)

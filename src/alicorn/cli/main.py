@@ -20,8 +20,8 @@ from alicorn.config import Settings, load_settings
 from alicorn.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput, Error
 from alicorn.store.builds import DONE, BuildStore, Submission
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 class _Group(click.Group):

@@ -117,6 +117,10 @@ class DebianComposer(Composer):
 
     def _explain(self, e: ToolError) -> ComposeError:
         out = e.output
+        if "no space left on device" in out.lower():
+            return ComposeError("the disk is full: mmdebstrap could not write the root "
+                                f"filesystem ({self.ctx.workdir})",
+                                hint="free space under ALICORN_HOME and build again")
         m = re.search(r"E: Unable to locate package (\S+)", out) or \
             re.search(r"E: Package '([^']+)' has no installation candidate", out)
         repos = ", ".join(r.name for r in self.recipe.repositories)

@@ -15,9 +15,7 @@ import shutil
 import sqlite3
 import tempfile
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,9 +23,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from alicorn import proc
+from alicorn.compose.fetch import fetch_bytes
 from alicorn.compose.interface import Composer, Package, RepoState
 from alicorn.errors import ComposeError, ToolError
-from alicorn.recipe.model import Repository
 
 # Where Fedora (since 36) keeps the rpm database.  Debian's rpm defaults to ~/.rpmdb, which
 # inside an installroot would be /root/.rpmdb: every call below sets the path explicitly.
@@ -39,12 +37,14 @@ VAR_LIB_RPM_TARGET = "../../usr/lib/sysimage/rpm"
 REPOMD_TIMEOUT = 20.0
 DNF_TIMEOUT = 2 * 3600.0
 
-# dnf's files that must not end up in the image unless a package owns them: they record when
-# and how the image was composed (logs, history with wall-clock times, caches, locks) and would
-# make every compose differ.  Most never get here because compose() points dnf's cachedir,
-# logdir and persistdir outside the root; this list is the safety net for what dnf still
-# creates in the root on its own (the empty modules.d, locks).
-_DNF_LEFTOVERS = (
+# Files that record when and how the root was composed rather than what is in it: dnf's logs,
+# its history database (wall-clock times), its caches.  They would make every compose differ.
+# Most never get here because compose() points dnf's cachedir, logdir and persistdir outside
+# the root; this list is the safety net for what dnf still creates in the root on its own (an
+# empty /etc/dnf/modules.d) and for what another dnf version might put there.  A path is kept
+# when a package ships it (dnf itself owns /etc/dnf and /var/lib/dnf when it is installed);
+# a %ghost entry does not count, since rpm never ships a ghost's content.
+_COMPOSE_LEFTOVERS = (
     "var/log/dnf.log",
     "var/log/dnf.librepo.log",
     "var/log/dnf.rpm.log",
@@ -54,8 +54,9 @@ _DNF_LEFTOVERS = (
     "etc/dnf/modules.d",
     "etc/dnf/modules.defaults.d",
     "etc/dnf",
-    # ldconfig's auxiliary cache records inode numbers and ctimes of the libraries it saw; it is
-    # only a cache (glibc marks it %ghost) and differs on every compose.
+    # ldconfig's auxiliary cache (written by glibc's scriptlets) records inode numbers and
+    # ctimes of the libraries it saw, so it differs on every compose; glibc lists it as a
+    # %ghost and ldconfig rebuilds it when missing.
     "var/cache/ldconfig/aux-cache",
 )
 
@@ -77,6 +78,9 @@ _VENDOR_NAMESPACE = (
     ("mageia", "mageia"),
 )
 _DEFAULT_NAMESPACE = "alicorn"
+
+_UNREACHABLE_HINT = ("check the repository's url in the recipe; a local repository must hold "
+                     "repodata/ (createrepo_c makes it)")
 
 # rpm's macro context is process-global; reading two roots at once from two threads must not
 # interleave addMacro/delMacro.
@@ -108,12 +112,12 @@ class RpmComposer(Composer):
 
     def _repos(self) -> list[_Repo]:
         return [
-            _Repo(name=r.name, baseurl=self._absolute_url(r, r.url or ""), gpgcheck=r.gpgcheck,
-                  gpgkey=self._absolute_url(r, r.gpgkey) if r.gpgkey else None)
+            _Repo(name=r.name, baseurl=self._absolute_url(r.url or ""), gpgcheck=r.gpgcheck,
+                  gpgkey=self._absolute_url(r.gpgkey) if r.gpgkey else None)
             for r in self.recipe.repositories
         ]
 
-    def _absolute_url(self, repo: Repository, url: str) -> str:
+    def _absolute_url(self, url: str) -> str:
         """An http(s) or file URL for ``url``, with dnf's $releasever and $basearch filled in.
 
         The variables are substituted here rather than by dnf so that the URL that is digested
@@ -136,8 +140,13 @@ class RpmComposer(Composer):
     def repo_states(self) -> list[RepoState]:
         states = []
         for repo in self._repos():
-            url = f"{repo.baseurl}/repodata/repomd.xml"
-            data = _fetch(url, repo.name)
+            try:
+                data = fetch_bytes(f"{repo.baseurl}/repodata/repomd.xml",
+                                   what=f"repository '{repo.name}' ({repo.baseurl})",
+                                   timeout=REPOMD_TIMEOUT)
+            except ComposeError as e:
+                raise ComposeError(e.message, where=self.recipe.file, hint=_UNREACHABLE_HINT) \
+                    from e
             states.append(RepoState(name=repo.name, url=repo.baseurl,
                                     metadata_digest="sha256:" + hashlib.sha256(data).hexdigest()))
         return states
@@ -245,7 +254,7 @@ class RpmComposer(Composer):
 
         installed = self._verify_rpmdb(rootfs)
         _settle_rpmdb(rootfs / RPMDB_PATH)
-        self._remove_dnf_leftovers(rootfs)
+        self._remove_compose_leftovers(rootfs)
         _link_var_lib_rpm(rootfs)
         self.ctx.log.write(f"composed {len(installed)} packages into {rootfs}")
 
@@ -254,6 +263,10 @@ class RpmComposer(Composer):
         output = "\n".join(lines) or error.output
         names = ", ".join(r.name for r in repos)
         where = self.recipe.file
+        if "no space left on device" in output.lower():
+            return ComposeError(f"the disk is full: dnf could not write the root filesystem "
+                                f"({self.ctx.workdir})", where=where,
+                                hint="free space under ALICORN_HOME and build again")
         missing = list(dict.fromkeys(_NO_MATCH.findall(output)))
         if missing:
             quoted = ", ".join(f"'{m}'" for m in missing)
@@ -265,10 +278,9 @@ class RpmComposer(Composer):
         if failed:
             name = failed.group(1)
             url = next((r.baseurl for r in repos if r.name == name), "?")
-            reason = _repo_reason(output, name)
-            return ComposeError(
-                f"repository '{name}' ({url}) cannot be reached: {reason}", where=where,
-                hint="check the repository's url in the recipe and that it is served")
+            reason = _repo_reason(output)
+            return ComposeError(f"repository '{name}' ({url}) is not reachable: {reason}",
+                                where=where, hint=_UNREACHABLE_HINT)
         problems = [ln.strip()[2:] for ln in output.splitlines() if ln.strip().startswith("- ")]
         if "Problem" in output and problems:
             return ComposeError(
@@ -297,20 +309,21 @@ class RpmComposer(Composer):
                                "lists no packages", where=self.recipe.file)
         return names
 
-    def _remove_dnf_leftovers(self, rootfs: Path) -> None:
-        owned = _owned_paths(rootfs, self.ctx.workdir, [f"/{p}" for p in _DNF_LEFTOVERS])
-        for rel in _DNF_LEFTOVERS:
+    def _remove_compose_leftovers(self, rootfs: Path) -> None:
+        shipped = _shipped_paths(rootfs, self.ctx.workdir,
+                                 [f"/{p}" for p in _COMPOSE_LEFTOVERS])
+        for rel in _COMPOSE_LEFTOVERS:
             path = rootfs / rel
-            if f"/{rel}" in owned or not (path.exists() or path.is_symlink()):
+            if f"/{rel}" in shipped or not (path.exists() or path.is_symlink()):
                 continue
             if path.is_dir() and not path.is_symlink():
-                # Keep anything a package installed below it; drop only what dnf made.
-                if any(f.startswith(f"/{rel}/") for f in owned):
+                # A package ships something below it: leave the directory alone.
+                if any(f.startswith(f"/{rel}/") for f in shipped):
                     continue
                 shutil.rmtree(path)
             else:
                 path.unlink()
-            self.ctx.log.write(f"removed dnf's /{rel} from the root")
+            self.ctx.log.write(f"removed /{rel} from the root: compose state, not content")
 
     # -- reading the result -------------------------------------------------------------------
 
@@ -349,38 +362,8 @@ def _escape_installroot(root: Path, target: Path) -> str:
     return "/" + "../" * len(root.parts) + str(target.resolve()).lstrip("/")
 
 
-def _fetch(url: str, name: str) -> bytes:
-    """The bytes at ``url`` (http, https or file), or a ComposeError naming the repository."""
-    try:
-        if url.startswith("file://"):
-            path = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
-            return path.read_bytes()
-        with urllib.request.urlopen(url, timeout=REPOMD_TIMEOUT) as response:
-            data: bytes = response.read()
-            return data
-    except FileNotFoundError as e:
-        reason = "it has no repodata/repomd.xml (not an RPM repository, or not built yet)"
-        if not Path(e.filename or "").parent.parent.exists():
-            reason = "the directory does not exist"
-        raise _unreachable(name, url, reason) from e
-    except urllib.error.HTTPError as e:
-        raise _unreachable(name, url, f"HTTP {e.code} {e.reason}") from e
-    except urllib.error.URLError as e:
-        raise _unreachable(name, url, str(e.reason)) from e
-    except TimeoutError as e:
-        raise _unreachable(name, url, f"no answer within {REPOMD_TIMEOUT:.0f} s") from e
-    except OSError as e:
-        raise _unreachable(name, url, e.strerror or str(e)) from e
-
-
-def _unreachable(name: str, url: str, reason: str) -> ComposeError:
-    base = url.removesuffix("/repodata/repomd.xml")
-    return ComposeError(f"repository '{name}' ({base}) cannot be reached: {reason}",
-                        hint="check the repository's url in the recipe and that it is served")
-
-
-def _repo_reason(output: str, name: str) -> str:
-    """The most specific reason dnf gave for not reaching repository ``name``."""
+def _repo_reason(output: str) -> str:
+    """The most specific reason dnf gave for not reaching a repository."""
     for line in output.splitlines():
         m = _CURL_ERROR.search(line)
         if m and "repomd.xml" in line:
@@ -433,7 +416,7 @@ def _settle_rpmdb(dbdir: Path) -> None:
         return
     wal = dbdir / "rpmdb.sqlite-wal"
     if wal.exists() and wal.stat().st_size > 0:
-        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True)
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=rw", uri=True)
         try:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -502,16 +485,20 @@ def _header_fields(rpm: Any, h: Any) -> dict[str, Any]:
     }
 
 
-def _owned_paths(rootfs: Path, scratch: Path, paths: list[str]) -> set[str]:
-    """Which of ``paths`` (and files below them) a package in ``rootfs`` owns."""
-    owned: set[str] = set()
+def _shipped_paths(rootfs: Path, scratch: Path, paths: list[str]) -> set[str]:
+    """Which of ``paths`` (and files below them) a package in ``rootfs`` ships, ghosts aside."""
+    shipped: set[str] = set()
     with _rpmdb(rootfs, scratch) as (rpm, ts):
         for h in ts.dbMatch():
-            for f in h[rpm.RPMTAG_FILENAMES] or []:
+            names = h[rpm.RPMTAG_FILENAMES] or []
+            flags = h[rpm.RPMTAG_FILEFLAGS] or [0] * len(names)
+            for f, flag in zip(names, flags, strict=False):
+                if flag & rpm.RPMFILE_GHOST:
+                    continue
                 name = f.decode("utf-8", "replace") if isinstance(f, bytes) else f
                 if any(name == p or name.startswith(p + "/") for p in paths):
-                    owned.add(name)
-    return owned
+                    shipped.add(name)
+    return shipped
 
 
 def _os_release_id(rootfs: Path) -> str | None:

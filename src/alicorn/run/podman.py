@@ -54,6 +54,10 @@ class Content:
         if self.directory is not None:
             if not self.directory.is_dir():
                 raise BadInput(f"content directory {self.directory} does not exist")
+            if self.directory.stat().st_mode & 0o005 != 0o005:
+                raise BadInput(
+                    f"content directory {self.directory} is not readable by other users",
+                    hint="web servers serve as an unprivileged user: chmod o+rx the directory")
             return ["--volume", f"{self.directory.resolve()}:{path}:ro"]
         if self.volume is not None:
             return ["--volume", f"{self.volume}:{path}:ro"]
@@ -108,7 +112,8 @@ def start(ref: str, *, name: str, port: int, address: str = "", container_port: 
     args += content.args(path)
     args.append(ref)
     try:
-        return podman(*args).strip()
+        # With --replace podman first prints the name of the container it removed.
+        return podman(*args).strip().splitlines()[-1]
     except RunError as e:
         if "address already in use" in (e.message or "").lower():
             raise RunError(f"port {port} is already in use on this host",

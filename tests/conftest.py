@@ -1,0 +1,98 @@
+"""Shared fixtures.
+
+Integration tests use the real tools.  A test skips only when a tool is truly absent, and with
+ALICORN_TEST_REQUIRE_ALL=1 (set by .ci/run, where everything is installed) such a skip fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+ALICORN = [sys.executable, "-m", "alicorn"]
+
+
+def require(*tools: str) -> None:
+    """Skip unless every tool is on PATH (fail instead under ALICORN_TEST_REQUIRE_ALL)."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    reason = f"needs {', '.join(missing)} (run scripts/bootstrap)"
+    if os.environ.get("ALICORN_TEST_REQUIRE_ALL"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def require_network_archive() -> None:
+    """Debian's package archive is one of the registries this project installs from."""
+    require("mmdebstrap")
+
+
+class Cli:
+    """Runs the real `alicorn` command line against one ALICORN_HOME."""
+
+    def __init__(self, home: Path, env: dict[str, str] | None = None):
+        self.home = home
+        self.env = {**os.environ, "ALICORN_HOME": str(home), **(env or {})}
+
+    def __call__(self, *args: str, check: bool = False, timeout: float = 900,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*ALICORN, *args], capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"alicorn {' '.join(args)} exited {proc.returncode}\n"
+                                 f"stdout: {proc.stdout}\nstderr: {proc.stderr}")
+        return proc
+
+    def json(self, *args: str, **kw: Any) -> tuple[int, dict[str, Any]]:
+        proc = self(*args, "--json", **kw)
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        assert lines, f"no output from alicorn {' '.join(args)}: {proc.stderr}"
+        return proc.returncode, json.loads(lines[-1])
+
+    def down(self) -> None:
+        self("down", timeout=60)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Iterator[Cli]:
+    c = Cli(tmp_path / "home")
+    yield c
+    c.down()
+
+
+@pytest.fixture(scope="session")
+def shared_cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    """One ALICORN_HOME for the tests that build the pony, so they share caches and registry."""
+    c = Cli(tmp_path_factory.mktemp("shared-home"))
+    yield c
+    c.down()
+
+
+def git_repo(src: Path, dest: Path, *, branch: str = "main") -> str:
+    """A git repository at ``dest`` holding the files of ``src``; returns its commit."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z"}
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    for args in (["init", "-q", "-b", branch], ["add", "-A"], ["commit", "-q", "-m", "recipe"]):
+        subprocess.run(["git", "-C", str(dest), *args], check=True, env=env)
+    return subprocess.run(["git", "-C", str(dest), "rev-parse", "HEAD"], check=True, env=env,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def free_port() -> int:
+    from alicorn.config import free_port as fp
+    return fp()
