@@ -1,0 +1,76 @@
+"""The RPM pony end to end: rpmbuild + createrepo_c repo → dnf --installroot → image → podman."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import EXAMPLES, Cli, free_port, require
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rpm_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require("rpmbuild", "createrepo_c", "dnf", "busybox")
+    d = tmp_path_factory.mktemp("rpm-pony") / "pony"
+    shutil.copytree(EXAMPLES / "pony" / "rpm", d, ignore=shutil.ignore_patterns("repo"))
+    subprocess.run([str(d / "build-repo"), str(d / "repo"), "--version", "1"], check=True,
+                   capture_output=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def rpm_pony(shared_cli: Cli, rpm_example: Path) -> dict[str, Any]:
+    require("podman", "skopeo", "docker-registry")
+    rc, result = shared_cli.json("build", str(rpm_example / "pony.yaml"))
+    assert rc == 0, result
+    return result
+
+
+def test_rpm_pony_builds_and_serves(rpm_pony: dict[str, Any], shared_cli: Cli) -> None:
+    shown = json.loads(shared_cli("show", rpm_pony["build_id"], "--json", check=True).stdout)
+    versions = {p["name"]: p["version"] for p in shown["package_list"]}
+    assert versions["busybox"] == "1.35.0-1.fc40"
+    assert set(versions) == {"pony-filesystem", "busybox", "pony-content"}
+    assert all(p["type"] == "rpm" for p in shown["package_list"])
+    port = free_port()
+    name = f"pony-rpm-{port}"
+    try:
+        shared_cli("run", rpm_pony["image"], "--name", name, "--port", str(port), "--address",
+                   "127.0.0.1", check=True, timeout=300)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
+            assert resp.status == 200
+            assert "Hello from pony" in resp.read().decode()
+    finally:
+        shared_cli("stop", name)
+
+
+def test_rpm_pony_is_reproducible(rpm_pony: dict[str, Any], shared_cli: Cli,
+                                  rpm_example: Path) -> None:
+    rc, again = shared_cli.json("build", str(rpm_example / "pony.yaml"), "--no-cache")
+    assert rc == 0, again
+    assert again["digest"] == rpm_pony["digest"]
+
+
+def test_newer_repository_state_gives_a_new_image(rpm_pony: dict[str, Any], shared_cli: Cli,
+                                                  rpm_example: Path, tmp_path: Path) -> None:
+    updated = tmp_path / "pony"
+    shutil.copytree(rpm_example, updated, ignore=shutil.ignore_patterns("repo"))
+    subprocess.run([str(updated / "build-repo"), str(updated / "repo")], check=True,
+                   capture_output=True)
+    assert (updated / "repo" / "repodata").is_dir()
+    assert any("updateinfo" in p.name for p in (updated / "repo" / "repodata").iterdir())
+    rc, result = shared_cli.json("build", str(updated / "pony.yaml"))
+    assert rc == 0, result
+    assert result["cached_from"] is None
+    assert result["digest"] != rpm_pony["digest"]
+    shown = json.loads(shared_cli("show", result["build_id"], "--json", check=True).stdout)
+    versions = {p["name"]: p["version"] for p in shown["package_list"]}
+    assert versions["busybox"] == "1.35.0-2.fc40"
