@@ -21,6 +21,7 @@ noise (mirror latency, page cache, a neighbour's load) falls on all of them alik
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -93,8 +94,7 @@ def sh(argv: list[str], *, env: dict[str, str] | None = None, log: Path | None =
                                   stdin=subprocess.DEVNULL)
             f.write(proc.stdout)
     else:
-        proc = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL)
+        proc = subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         tail = (proc.stderr or b"").decode(errors="replace").strip().splitlines()[-10:]
         where = f"; see {log}" if log is not None else ""
@@ -190,7 +190,7 @@ class Bench:
             elif ev["event"] == "finish":
                 marks.append(("finish", ev["t"]))
         phases = {"queue": marks[0][1] - wall0} if marks else {}
-        for (name, t), (_, t_next) in zip(marks, marks[1:], strict=False):
+        for (name, t), (_, t_next) in itertools.pairwise(marks):
             phases[name] = phases.get(name, 0.0) + t_next - t
         if marks:
             phases["follow"] = wall1 - marks[-1][1]
@@ -381,7 +381,9 @@ def summary(ex: Example) -> dict[str, Any]:
 
 
 def table(ex: Example, s: dict[str, Any]) -> str:
-    rows = [f"{ex.name}: {ex.recipe_path.relative_to(REPO) if ex.recipe_path.is_relative_to(REPO) else ex.recipe.name}",  # noqa: E501
+    where = (ex.recipe_path.relative_to(REPO) if ex.recipe_path.is_relative_to(REPO)
+             else f"{ex.recipe.name} (a temporary copy of examples/pony/{ex.name})")
+    rows = [f"{ex.name}: {where}",
             f"  {'contender':<15} {'median':>8} {'min':>8} {'max':>8} {'/floor':>7}"]
     floor = s["stats"]["floor"]["median"]
     for name in CONTENDERS:

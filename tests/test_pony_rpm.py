@@ -74,3 +74,34 @@ def test_newer_repository_state_gives_a_new_image(rpm_pony: dict[str, Any], shar
     shown = json.loads(shared_cli("show", result["build_id"], "--json", check=True).stdout)
     versions = {p["name"]: p["version"] for p in shown["package_list"]}
     assert versions["busybox"] == "1.35.0-2.fc40"
+
+
+def test_wheel_artifact_lands_in_the_image(shared_cli: Cli, rpm_example: Path,
+                                           tmp_path: Path) -> None:
+    import hashlib
+    import sys
+    import tarfile
+
+    sys.path.insert(0, str(Path(__file__).parent / "build"))
+    from wheels import make_wheel
+
+    d = tmp_path / "pony"
+    shutil.copytree(rpm_example, d)
+    wheel = make_wheel(d / "wheels")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    text = (d / "pony.yaml").read_text().replace(
+        "entrypoint:", f"artifacts:\n  - type: wheel\n    url: wheels/{wheel.name}\n"
+                       f"    sha256: '{sha}'\n    target: /opt/py\nentrypoint:", 1)
+    (d / "pony.yaml").write_text(text)
+    rc, result = shared_cli.json("build", str(d / "pony.yaml"), "--no-push")
+    assert rc == 0, result
+    assert result["image"] is None
+    shown = json.loads(shared_cli("show", result["build_id"], "--json", check=True).stdout)
+    assert {"name": "ponytools", "version": "1.2.3", "type": "pypi"}.items() <= next(
+        p for p in shown["package_list"] if p["type"] == "pypi").items()
+    layout = shared_cli.home / "images" / result["digest"].split(":")[1]
+    layer = shown["outputs"]["layers"][0]["digest"].split(":")[1]
+    with tarfile.open(layout / "blobs" / "sha256" / layer) as tar:
+        names = tar.getnames()
+    assert "opt/py/ponytools/__init__.py" in names
+    assert "usr/bin/busybox" in names

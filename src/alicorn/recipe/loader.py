@@ -178,6 +178,10 @@ def _message(error: jsonschema.ValidationError) -> str:
         return f"{error.instance!r} is not one of {choices}"
     if v == "pattern":
         return f"{error.instance!r} does not have the expected form ({error.schema['pattern']})"
+    if v == "type" and error.validator_value == "string" and \
+            isinstance(error.instance, (int, float, bool)):
+        return (f"must be a string, but YAML read the unquoted value as "
+                f"{type(error.instance).__name__} {error.instance!r}: put it in quotes")
     if v == "type":
         return f"must be of type {error.validator_value}, not {type(error.instance).__name__}"
     return error.message
