@@ -46,8 +46,8 @@ class RecipeError(BadInput):
     """A recipe is malformed; ``where`` is ``file:line`` and ``field`` the dotted field path."""
 
     def __init__(
-        self, message: str, *, file: str, line: int | None = None, field: str | None = None,
-        hint: str | None = None,
+        self, message: str, *, file: str, line: int | None = None,
+        field: str | None = None, hint: str | None = None,
     ):
         where = f"{file}:{line}" if line else file
         if field:
@@ -61,8 +61,8 @@ class RecipeError(BadInput):
 class ToolError(Error):
     """An external tool (podman, mmdebstrap, dnf, skopeo, git, ...) failed."""
 
-    def __init__(self, message: str, *, argv: list[str] | None = None, returncode: int | None = None,
-                 output: str = "", hint: str | None = None):
+    def __init__(self, message: str, *, argv: list[str] | None = None,
+                 returncode: int | None = None, output: str = "", hint: str | None = None):
         super().__init__(message, hint=hint)
         self.argv = argv or []
         self.returncode = returncode

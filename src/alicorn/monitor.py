@@ -37,7 +37,7 @@ class FileMonitor(Monitor):
         self.path = path
         self._lock = threading.Lock()
         self._last_progress = 0.0
-        self._f = open(path, "a", encoding="utf-8", buffering=1)
+        self._f = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives with self)
 
     def _emit(self, event: dict[str, Any]) -> None:
         event["t"] = round(time.time(), 3)

@@ -32,7 +32,8 @@ class BuildLog:
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._f: IO[str] = open(path, "a", encoding="utf-8", errors="replace", buffering=1)
+        self._f: IO[str] = open(  # noqa: SIM115 (lives with self)
+            path, "a", encoding="utf-8", errors="replace", buffering=1)
         self._lock = threading.Lock()
 
     def write(self, line: str, *, stream: str = "alicorn") -> None:

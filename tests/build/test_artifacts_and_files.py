@@ -7,12 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from wheels import make_wheel
 
 from alicorn.build.artifacts import install_artifacts
 from alicorn.build.files import add_files
 from alicorn.errors import ComposeError
 from alicorn.recipe import parse_recipe
-from wheels import make_wheel
 
 BASE = """\
 recipe: 1

@@ -77,7 +77,8 @@ class Build:
             recipe_file = (checkout.path / row.recipe_path).resolve()
             if checkout.path.resolve() not in recipe_file.parents:
                 raise Error(f"recipe path {row.recipe_path!r} leaves the repository")
-            recipe = load_recipe(recipe_file, display_name=f"{row.recipe_path}@{checkout.commit[:12]}")
+            recipe = load_recipe(recipe_file,
+                                 display_name=f"{row.recipe_path}@{checkout.commit[:12]}")
             source = {"url": row.source_url, "ref": row.source_ref, "commit": checkout.commit}
             return recipe, source, checkout.commit_time
         self.monitor.step("recipe")
@@ -132,7 +133,8 @@ class Build:
         self.log.write(f"{len(packages)} packages in the image")
         return rootfs, packages
 
-    def _image(self, recipe: Recipe, rootfs: Path, epoch: int) -> tuple[Digest, Path, dict[str, Any]]:
+    def _image(self, recipe: Recipe, rootfs: Path,
+               epoch: int) -> tuple[Digest, Path, dict[str, Any]]:
         self.monitor.step("layer")
         layout = self.work / "oci"
         blobs = new_layout(layout)

@@ -142,7 +142,7 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
 def list_builds(as_json: bool, limit: int) -> None:
     """List recent builds."""
     settings = _settings()
-    rows = _store(settings).list(limit)
+    rows = _store(settings).recent(limit)
     if as_json:
         print(json.dumps([{"build_id": r.id, "state": r.state, "recipe": r.recipe_name,
                            "digest": r.digest, "image": r.image_ref,

@@ -167,7 +167,9 @@ def _add_tree(tar: tarfile.TarFile, root: Path, epoch: int) -> None:
                 value = os.getxattr(full, name, follow_symlinks=False)
             except OSError:
                 continue
-            info.pax_headers["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+            # Binary values pass through tarfile's surrogateescape encoding unchanged.
+            info.pax_headers = {**info.pax_headers,
+                                "SCHILY.xattr." + name: value.decode("utf-8", "surrogateescape")}
         mode = st.st_mode
         if stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)

@@ -112,12 +112,12 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: _L
                                   line=key_node.start_mark.line + 1, field=_dotted(path))
             if key in out:
                 raise RecipeError(f"key {key!r} appears twice", file=file,
-                                  line=key_node.start_mark.line + 1, field=_dotted(path + (key,)))
-            out[key] = _construct(value_node, path + (key,), lines, loader, file)
-            lines[path + (key,)] = key_node.start_mark.line + 1
+                                  line=key_node.start_mark.line + 1, field=_dotted((*path, key)))
+            out[key] = _construct(value_node, (*path, key), lines, loader, file)
+            lines[(*path, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, path + (i,), lines, loader, file)
+        return [_construct(item, (*path, i), lines, loader, file)
                 for i, item in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode):
         return loader.construct_object(node, deep=True)
@@ -156,7 +156,7 @@ def _validate(data: Any, lines: dict[Path_, int], file: str) -> None:
         allowed = set(first.schema.get("properties", {}))
         extra = sorted(k for k in first.instance if k not in allowed)
         if extra:
-            path = path + (extra[0],)
+            path = (*path, extra[0])
             message = f"unknown field (allowed here: {', '.join(sorted(allowed))})"
     elif first.validator == "required":
         pass
@@ -169,7 +169,8 @@ def _validate(data: Any, lines: dict[Path_, int], file: str) -> None:
 def _message(error: jsonschema.ValidationError) -> str:
     v = error.validator
     if v == "oneOf" and isinstance(error.schema, dict):
-        keys = sorted({k for alt in error.schema.get("oneOf", []) for k in alt.get("required", [])})
+        alts: list[dict[str, Any]] = error.schema.get("oneOf", [])
+        keys = sorted({k for alt in alts for k in alt.get("required", [])})
         return f"needs exactly one of: {', '.join(keys)}"
     if v == "const" and isinstance(error.schema, dict):
         return f"must be {error.schema['const']!r}, not {error.instance!r}"
@@ -177,7 +178,7 @@ def _message(error: jsonschema.ValidationError) -> str:
         choices = ", ".join(repr(c) for c in error.schema["enum"])
         return f"{error.instance!r} is not one of {choices}"
     if v == "pattern":
-        return f"{error.instance!r} does not have the expected form ({error.schema['pattern']})"
+        return f"{error.instance!r} does not have the expected form ({error.validator_value})"
     if v == "type" and error.validator_value == "string" and \
             isinstance(error.instance, (int, float, bool)):
         return (f"must be a string, but YAML read the unquoted value as "

@@ -70,7 +70,7 @@ class BuildStore:
                             .order_by(BuildRow.created_at, BuildRow.id).limit(5)).all()
         for build_id in ids:
             with self._sessions.begin() as s:
-                claimed = s.execute(
+                claimed = s.execute(  # type: ignore[attr-defined]
                     update(BuildRow).where(BuildRow.id == build_id, BuildRow.state == QUEUED)
                     .values(state=RUNNING, worker=worker, started_at=now())
                 ).rowcount
@@ -128,7 +128,7 @@ class BuildStore:
             _ = row.packages
             return row
 
-    def list(self, limit: int = 50) -> list[BuildRow]:
+    def recent(self, limit: int = 50) -> list[BuildRow]:
         with self._sessions() as s:
             return list(s.scalars(select(BuildRow).order_by(BuildRow.created_at.desc())
                                   .limit(limit)).all())

@@ -78,7 +78,7 @@ def serve(settings: Settings, *, once: bool = False, idle_exit: float | None = N
     """Run queued builds until stopped; returns the number of builds run."""
     store = BuildStore(settings.database_url)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(_lock_path(settings), "a")
+    lock = open(_lock_path(settings), "a")  # noqa: SIM115 (held for the worker's life)
     if not once:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
