@@ -232,7 +232,7 @@ def run_cmd(image: str, name: str, port: int, address: str, container_port: int 
             content_from: str | None, replace: bool, wait: bool) -> None:
     """Run IMAGE (a reference, a build id or an image digest) with podman."""
     from alicorn.digest import is_digest
-    from alicorn.run.podman import Content, start, wait_http
+    from alicorn.run.podman import Content, health_path, start, wait_http
 
     given = [x for x in (content, content_volume, content_image, content_from) if x is not None]
     if len(given) > 1:
@@ -254,7 +254,7 @@ def run_cmd(image: str, name: str, port: int, address: str, container_port: int 
     host = address if address not in ("", "0.0.0.0") else "127.0.0.1"
     url = f"http://{host}:{port}/"
     if wait:
-        wait_http(url, timeout=60)
+        wait_http(f"http://{host}:{port}{health_path(ref)}", timeout=60)
     out.print(f"{name} ({cid[:12]}) answers on {url}", highlight=False)
 
 

@@ -80,6 +80,14 @@ def labels(ref: str) -> dict[str, str]:
     return found
 
 
+def health_path(ref: str) -> str:
+    """The path the recipe's HTTP health check asks for ("/" when it has none)."""
+    raw = labels(ref).get(LABEL_HEALTHCHECK)
+    hc: dict[str, Any] = json.loads(raw) if raw else {}
+    path: str = hc.get("http", {}).get("path", "/")
+    return path
+
+
 def exposed_port(ref: str) -> int | None:
     """The first TCP port the image exposes."""
     out = podman("image", "inspect", "--format", "{{json .Config.ExposedPorts}}", ref)
