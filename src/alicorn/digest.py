@@ -18,7 +18,8 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def canonical_json(value: Any) -> bytes:
     """Serialise ``value`` the same way every time: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
 
 
 @dataclass(frozen=True, order=True)
@@ -28,7 +29,7 @@ class Digest:
     value: str
 
     def __post_init__(self) -> None:
-        if not _DIGEST_RE.match(self.value):
+        if not _DIGEST_RE.fullmatch(self.value):
             raise ValueError(f"not a sha256 digest: {self.value!r}")
 
     @property
@@ -67,4 +68,4 @@ class Digest:
 
 
 def is_digest(text: str) -> bool:
-    return bool(_DIGEST_RE.match(text.strip()))
+    return bool(_DIGEST_RE.fullmatch(text.strip()))

@@ -42,10 +42,10 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
                 raise BadInput(f"too many levels of symbolic links resolving {path} in {root}")
             target = os.readlink(candidate)
             if target.startswith("/"):
+                # Absolute targets are relative to the root; "//etc" is absolute too.
                 resolved = []
+                target = target.lstrip("/")
             parts = list(PurePosixPath(target).parts) + parts
-            if parts and parts[0] == "/":
-                parts.pop(0)
             continue
         resolved.append(part)
     return root.joinpath(*resolved)

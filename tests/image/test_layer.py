@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require
 
 from alicorn.errors import ImageError
 from alicorn.image.layer import BLOCK, MEDIA_TYPE_GZIP, LayerInfo, iter_tree, write_layer
+from conftest import require
 
 if os.geteuid() != 0:
     pytest.skip("needs root (chown, mknod, security.capability)", allow_module_level=True)
@@ -51,12 +51,14 @@ class Entry:
     cap: bool = False
 
 
-def D(path: str, mode: int = 0o755, **kw: int) -> Entry:  # noqa: N802 - reads like a table
-    return Entry(path, "dir", mode=mode, **kw)
+# Short constructors, so that TREE reads like a listing.
+def D(path: str, mode: int = 0o755, *, uid: int = 0, gid: int = 0) -> Entry:
+    return Entry(path, "dir", mode=mode, uid=uid, gid=gid)
 
 
-def F(path: str, data: bytes = b"", mode: int = 0o644, **kw: int | bool) -> Entry:  # noqa: N802
-    return Entry(path, "file", data=data, mode=mode, **kw)  # type: ignore[arg-type]
+def F(path: str, data: bytes = b"", mode: int = 0o644, *, uid: int = 0, gid: int = 0,
+      mtime: int = PAST, cap: bool = False) -> Entry:
+    return Entry(path, "file", data=data, mode=mode, uid=uid, gid=gid, mtime=mtime, cap=cap)
 
 
 TREE = [

@@ -119,7 +119,8 @@ def _clamp(mtime: float, epoch: int) -> int:
 
 
 def iter_tree(root: Path) -> list[str]:
-    """Every path below ``root`` (relative, '/'-separated), sorted bytewise, parents first."""
+    """Every path below ``root`` (relative, '/'-separated), depth first, parents before their
+    children, the entries of each directory sorted bytewise by name."""
     out: list[str] = []
 
     def walk(rel: str, path: str) -> None:

@@ -151,6 +151,12 @@ def store_layout(src: Path, images_dir: Path, digest: Digest) -> Path:
         return dest
     images_dir.mkdir(parents=True, exist_ok=True)
     tmp = images_dir / f".{digest.hex}.{os.getpid()}"
-    shutil.move(str(src), tmp)
-    os.replace(tmp, dest)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crashed process whose pid was reused
+    os.rename(src, tmp)  # src and the store share ALICORN_HOME's filesystem
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another build stored the same image first
     return dest

@@ -60,6 +60,8 @@ def load_recipe(path: Path, *, display_name: str | None = None) -> Recipe:
 
 
 def parse_recipe(text: str, *, file: str, base_dir: Path) -> Recipe:
+    if len(text.encode()) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"recipe is larger than {MAX_RECIPE_BYTES} bytes", file=file)
     data, lines = _parse_yaml(text, file)
     _validate(data, lines, file)
     return _build(text, data, lines, file, base_dir)
@@ -71,8 +73,9 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps timestamps and odd scalars as the strings the user wrote."""
 
 
-# Keep "1.0", "2024-01-01", "yes" as written where the schema wants strings: only plain
-# ints, floats, bools and nulls are resolved.
+# Keep dates ("2024-01-01") as the strings the user wrote: timestamps are not resolved.
+# YAML 1.1 booleans (yes/no/on/off) and numbers still are; where the schema wants a string the
+# error says to quote the value.
 _Loader.yaml_implicit_resolvers = {
     k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
@@ -89,16 +92,23 @@ def _parse_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
         raise RecipeError(f"not valid YAML: {problem}", file=file, line=line) from e
     except yaml.YAMLError as e:
         raise RecipeError(f"not valid YAML: {e}", file=file) from e
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
         raise RecipeError("the recipe is empty", file=file, line=1)
     lines: dict[Path_, int] = {}
     loader = _Loader("")
-    data = _construct(node, (), lines, loader, file)
+    data = _construct(node, (), lines, loader, file, set())
     return data, lines
 
 
 def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: _Loader,
-               file: str) -> Any:
+               file: str, seen: set[int]) -> Any:
+    # An alias makes the composer hand out the same node again.  Expanding aliases of aliases
+    # grows exponentially (the "billion laughs"), and a recipe never needs them: refuse.
+    if id(node) in seen:
+        # The node's mark is the anchor's; the nearest enclosing field is where the alias is.
+        raise RecipeError("YAML aliases (*name) are not supported in recipes", file=file,
+                          line=_line_of(path, lines), field=_dotted(path))
+    seen.add(id(node))
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
@@ -113,14 +123,20 @@ def _construct(node: yaml.Node, path: Path_, lines: dict[Path_, int], loader: _L
             if key in out:
                 raise RecipeError(f"key {key!r} appears twice", file=file,
                                   line=key_node.start_mark.line + 1, field=_dotted((*path, key)))
-            out[key] = _construct(value_node, (*path, key), lines, loader, file)
+            out[key] = _construct(value_node, (*path, key), lines, loader, file, seen)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(item, (*path, i), lines, loader, file)
+        return [_construct(item, (*path, i), lines, loader, file, seen)
                 for i, item in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode):
-        return loader.construct_object(node, deep=True)
+        try:
+            return loader.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, TypeError) as e:
+            problem = getattr(e, "problem", None) or str(e)
+            raise RecipeError(f"cannot read the value {node.value!r} ({node.tag}): {problem}",
+                              file=file, line=node.start_mark.line + 1,
+                              field=_dotted(path)) from e
     raise RecipeError("unsupported YAML node", file=file, line=node.start_mark.line + 1,
                       field=_dotted(path))
 
