@@ -238,3 +238,36 @@ def test_disk_full_mid_build_fails_cleanly(tmp_path: Path) -> None:
     finally:
         c.down()
         subprocess.run(["umount", "-l", str(work)], check=False)
+
+
+def test_worker_killed_mid_build_is_recorded_and_cleaned(cli: Cli) -> None:
+    import os
+    import signal
+    import time
+
+    require("mmdebstrap")
+    proc = cli("build", str(EXAMPLES / "pony" / "debian" / "pony.yaml"), "--no-wait", "--json",
+               "--no-cache", check=True)
+    build_id = json.loads(proc.stdout)["build_id"]
+    progress = cli.home / "builds" / build_id / "progress.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if progress.exists() and '"name": "compose"' in progress.read_text():
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the build never reached the compose step")
+    time.sleep(2)  # mmdebstrap is at work inside the private build root
+    pid = int((cli.home / "run" / "worker.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    rc, result = cli.json("wait", build_id, timeout=300)
+    assert rc == 1 and result["state"] == "failed"
+    assert "died" in result["error"]
+    work = cli.home / "work" / build_id
+    deadline = time.monotonic() + 60
+    while work.exists() and time.monotonic() < deadline:  # mmdebstrap got SIGTERM and unwinds
+        time.sleep(0.5)
+        cli("worker", "--once", timeout=120)  # a new worker reaps what is left
+    assert not work.exists(), "the dead build's private root must be removed"
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(cli.home / "work") not in mounts

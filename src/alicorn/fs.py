@@ -8,7 +8,9 @@ them the way a chroot would, and never returns a path outside ``root``.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path, PurePosixPath
 
 from alicorn.errors import BadInput
@@ -49,3 +51,35 @@ def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
             continue
         resolved.append(part)
     return root.joinpath(*resolved)
+
+
+def mounts_below(path: Path) -> list[Path]:
+    """Mount points at or below ``path``, deepest first."""
+    base = os.path.realpath(path)
+    found = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                # Field 5 is the mount point, with spaces and the like octal-escaped.
+                point = line.split()[4].encode().decode("unicode_escape")
+                if point == base or point.startswith(base + "/"):
+                    found.append(Path(point))
+    except OSError:
+        return []
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a build's private tree, unmounting anything a tool left mounted in it first.
+
+    A chroot tool killed mid-way can leave /proc, /sys or /dev bound inside its root; deleting
+    through such a mount would delete the host's files.  Whatever cannot be unmounted is left
+    in place (and so is the tree around it).
+    """
+    if not path.exists():
+        return
+    for point in mounts_below(path):
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
+    if mounts_below(path):
+        return
+    shutil.rmtree(path, ignore_errors=True)

@@ -7,9 +7,11 @@ argv, the exit status and the tail of the output.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -21,6 +23,8 @@ from typing import IO
 from alicorn.errors import ToolError, ToolMissing
 
 _TAIL_LINES = 40
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class BuildLog:
@@ -50,6 +54,13 @@ class BuildLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent (the worker) dies, so that a killed worker
+    does not leave mmdebstrap or dnf writing into a build nobody records; SIGTERM lets them
+    undo their mounts."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def which(tool: str, *, package: str | None = None) -> str:
@@ -93,6 +104,7 @@ def run(
             stderr=subprocess.PIPE,
             env=full_env,
             cwd=cwd,
+            preexec_fn=_die_with_parent,
         )
     except FileNotFoundError as e:
         raise ToolMissing(f"{args[0]} is not installed", argv=args,

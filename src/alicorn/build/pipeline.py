@@ -10,7 +10,6 @@ failed build never leaves a half-published image behind.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 import traceback
@@ -24,7 +23,8 @@ from alicorn.build.files import add_files
 from alicorn.compose import BuildContext, Package, composer_for
 from alicorn.config import Settings
 from alicorn.digest import Digest
-from alicorn.errors import Error, ImageError
+from alicorn.errors import Error
+from alicorn.fs import remove_tree
 from alicorn.image.layer import write_layer
 from alicorn.image.oci import new_layout, read_manifest, store_layout, write_image
 from alicorn.monitor import FileMonitor
@@ -178,7 +178,7 @@ class Build:
             outcome = Outcome(FAILED, error="internal error in the worker; see the build log")
         finally:
             # Free the space first: a build that failed on a full disk must still be recorded.
-            shutil.rmtree(self.work, ignore_errors=True)
+            remove_tree(self.work)
         if outcome.error:
             self.log.write(f"FAILED: {outcome.error}")
         self.log.write(f"{outcome.state} in {time.monotonic() - started:.1f} s")
@@ -227,7 +227,7 @@ class Build:
         else:
             rootfs, self._packages = self._compose(recipe, ctx, epoch)
             digest, layout, outputs = self._image(recipe, rootfs, epoch)
-            shutil.rmtree(rootfs, ignore_errors=True)
+            remove_tree(rootfs)
             self._extra["outputs"] = outputs
 
         if self.options.get("no_push"):
@@ -238,8 +238,3 @@ class Build:
         self.log.write(f"published {ref}")
         return Outcome(DONE, digest=str(digest), image=ref)
 
-
-def check_layout(layout: Path, digest: Digest) -> None:
-    found, _ = read_manifest(layout)
-    if found != digest:
-        raise ImageError(f"stored image {layout} holds {found}, expected {digest}")

@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from alicorn.config import Settings
-from alicorn.store.builds import FINAL, QUEUED, BuildStore
+from alicorn.store.builds import FINAL, QUEUED, RUNNING, BuildStore
 from alicorn.store.models import BuildRow
-from alicorn.worker.local import ensure_worker
+from alicorn.worker.local import ensure_worker, reap, worker_running
 
 
 def _events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
@@ -79,6 +79,9 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
                     return row
                 if row.state == QUEUED:
                     ensure_worker(settings)
+                elif row.state == RUNNING and not worker_running(settings):
+                    # The worker died mid-build: record that rather than wait for ever.
+                    reap(settings, store)
             if timeout is not None and now - started > timeout:
                 return store.get(build_id)
             time.sleep(0.2)

@@ -136,6 +136,29 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
         sys.exit(EXIT_FAILED)
 
 
+@cli.command()
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True,
+              help="Progress as JSON lines; the last line is the result object.")
+@click.option("--timeout", type=float, help="Stop waiting after this many seconds.")
+def wait(ident: str, as_json: bool, timeout: float | None) -> None:
+    """Follow a queued or running build (e.g. one queued with --no-wait) until it ends."""
+    from alicorn.cli.follow import follow, result_json
+
+    settings = _settings()
+    store = _store(settings)
+    row = store.resolve(ident)
+    final = follow(settings, store, row.id, json_lines=as_json, timeout=timeout)
+    result = result_json(final, settings)
+    if as_json:
+        print(json.dumps(result, sort_keys=True), flush=True)
+    else:
+        out.print(f"{final.state} {final.id} {final.digest or final.error or ''}",
+                  highlight=False)
+    if final.state != DONE:
+        sys.exit(EXIT_FAILED)
+
+
 @cli.command("builds")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", default=50, show_default=True)

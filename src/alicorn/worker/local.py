@@ -19,6 +19,7 @@ from types import FrameType
 from alicorn import daemon
 from alicorn.build.pipeline import Build
 from alicorn.config import Settings
+from alicorn.fs import remove_tree
 from alicorn.store.builds import FAILED, BuildStore
 
 
@@ -65,6 +66,7 @@ def reap(settings: Settings, store: BuildStore) -> int:
         pid = int(row.worker.rsplit(":", 1)[1])
         if pid != os.getpid() and not daemon.alive(pid):
             store.finish(row.id, FAILED, error=f"the worker ({row.worker}) died during the build")
+            remove_tree(settings.work_dir / row.id)
             reaped += 1
     return reaped
 
