@@ -271,3 +271,12 @@ def test_worker_killed_mid_build_is_recorded_and_cleaned(cli: Cli) -> None:
     assert not work.exists(), "the dead build's private root must be removed"
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(cli.home / "work") not in mounts
+
+
+def test_recipe_tests_pass_against_the_image(pony: dict[str, Any], shared_cli: Cli) -> None:
+    rc, result = shared_cli.json("test", pony["build_id"], timeout=300)
+    assert rc == 0, result
+    assert result["passed"] is True
+    assert [t["name"] for t in result["tests"]] == ["serves its content",
+                                                    "nginx configuration is valid"]
+    assert all(t["passed"] for t in result["tests"])

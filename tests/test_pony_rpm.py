@@ -105,3 +105,29 @@ def test_wheel_artifact_lands_in_the_image(shared_cli: Cli, rpm_example: Path,
         names = tar.getnames()
     assert "opt/py/ponytools/__init__.py" in names
     assert "usr/bin/busybox" in names
+
+
+def test_recipe_tests_catch_a_server_that_serves_the_wrong_thing(
+        shared_cli: Cli, rpm_example: Path, tmp_path: Path) -> None:
+    d = tmp_path / "pony"
+    shutil.copytree(rpm_example, d)
+    text = (d / "pony.yaml").read_text()
+    text = text.replace("contains: Hello from pony", "contains: Goodbye from pony")
+    text += ("  - name: busybox is there\n    command: [/usr/bin/busybox, \"true\"]\n"
+             "  - name: a missing page is a 404\n    http: {path: /nope.html, status: 404}\n"
+             "  - name: no such command\n    command: [/usr/bin/busybox, \"false\"]\n")
+    (d / "pony.yaml").write_text(text)
+    rc, built = shared_cli.json("build", str(d / "pony.yaml"))
+    assert rc == 0, built
+    rc, result = shared_cli.json("test", built["digest"], timeout=300)
+    assert rc == 1 and result["passed"] is False
+    by_name = {t["name"]: t for t in result["tests"]}
+    assert not by_name["the page is served"]["passed"]
+    assert "does not contain 'Goodbye from pony'" in by_name["the page is served"]["detail"]
+    assert by_name["busybox is there"]["passed"]
+    assert by_name["a missing page is a 404"]["passed"]
+    assert not by_name["no such command"]["passed"]
+    assert "exit status 1, expected 0" in by_name["no such command"]["detail"]
+    leftovers = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"],
+                               capture_output=True, text=True, check=True).stdout
+    assert "alicorn-test-" not in leftovers

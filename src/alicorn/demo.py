@@ -94,6 +94,11 @@ def run_demo(settings: Settings, *, port: int | None, example: Path | None,
     if not same:
         raise Error("the second build of the same inputs gave another digest")
 
+    console.print(f"$ alicorn test {first['build_id']}", highlight=False, style="bold")
+    tested = subprocess.run([sys.executable, "-m", "alicorn", "test", first["build_id"]])
+    if tested.returncode != 0:
+        raise Error("the pony's recipe tests failed against its image")
+
     port = port or (80 if _port_free(80) else free_port())
     console.print(f"$ alicorn run {first['build_id']} --name pony --port {port} --replace",
                   highlight=False, style="bold")

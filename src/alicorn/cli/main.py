@@ -254,7 +254,6 @@ def run_cmd(image: str, name: str, port: int, address: str, container_port: int 
             content: Path | None, content_volume: str | None, content_image: str | None,
             content_from: str | None, replace: bool, wait: bool) -> None:
     """Run IMAGE (a reference, a build id or an image digest) with podman."""
-    from alicorn.digest import is_digest
     from alicorn.run.podman import Content, health_path, start, wait_http
 
     given = [x for x in (content, content_volume, content_image, content_from) if x is not None]
@@ -262,6 +261,44 @@ def run_cmd(image: str, name: str, port: int, address: str, container_port: int 
         raise BadInput("give at most one of --content, --content-volume, --content-image, "
                        "--content-from")
     settings = _settings()
+    ref = _image_ref(settings, image)
+    cid = start(ref, name=name, port=port, address=address, container_port=container_port,
+                content=Content(directory=content, volume=content_volume, image=content_image,
+                                container=content_from), replace=replace)
+    host = address if address not in ("", "0.0.0.0") else "127.0.0.1"
+    url = f"http://{host}:{port}/"
+    if wait:
+        wait_http(f"http://{host}:{port}{health_path(ref)}", timeout=60)
+    out.print(f"{name} ({cid[:12]}) answers on {url}", highlight=False)
+
+
+@cli.command("test")
+@click.argument("image")
+@click.option("--json", "as_json", is_flag=True)
+def test_cmd(image: str, as_json: bool) -> None:
+    """Run the recipe's tests against IMAGE (build id, digest or reference) in podman."""
+    from alicorn.acceptance.runner import run_tests
+
+    settings = _settings()
+    ref = _image_ref(settings, image)
+    results = run_tests(ref)
+    failed = [r for r in results if not r.passed]
+    if as_json:
+        print(json.dumps({"image": ref, "passed": not failed,
+                          "tests": [vars(r) for r in results]}, sort_keys=True))
+    else:
+        for r in results:
+            mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+            out.print(f"{mark} {r.name}: {r.detail}", highlight=False)
+        out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        sys.exit(EXIT_FAILED)
+
+
+def _image_ref(settings: Settings, image: str) -> str:
+    """A pullable reference for a build id, an image digest, or a reference as given."""
+    from alicorn.digest import is_digest
+
     ref = image
     if "/" not in image or is_digest(image):
         row = _store(settings).resolve(image)
@@ -271,14 +308,7 @@ def run_cmd(image: str, name: str, port: int, address: str, container_port: int 
     if ref.startswith(settings.registry + "/") and settings.registry_managed:
         from alicorn.registry.local import Registry
         Registry(settings).ensure_running()
-    cid = start(ref, name=name, port=port, address=address, container_port=container_port,
-                content=Content(directory=content, volume=content_volume, image=content_image,
-                                container=content_from), replace=replace)
-    host = address if address not in ("", "0.0.0.0") else "127.0.0.1"
-    url = f"http://{host}:{port}/"
-    if wait:
-        wait_http(f"http://{host}:{port}{health_path(ref)}", timeout=60)
-    out.print(f"{name} ({cid[:12]}) answers on {url}", highlight=False)
+    return ref
 
 
 @cli.command()

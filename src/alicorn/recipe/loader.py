@@ -281,7 +281,7 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
     tests = tuple(
         TestSpec(name=t.get("name", f"test {i + 1}"), http=_http(t.get("http")),
                  command=tuple(t.get("command", ())), exit_code=t.get("exit_code", 0),
-                 output_contains=t.get("output_contains"), content=t.get("content"))
+                 output_contains=t.get("output_contains"))
         for i, t in enumerate(data.get("tests", []))
     )
     ports = tuple(data.get("ports", ()))

@@ -65,7 +65,6 @@ class TestSpec:
     command: tuple[str, ...] = ()
     exit_code: int = 0
     output_contains: str | None = None
-    content: str | None = None
 
 
 @dataclass(frozen=True)
