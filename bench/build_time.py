@@ -334,8 +334,10 @@ def run_example(bench: Bench, ex: Example, rounds: int) -> None:
     for r in range(rounds):
         order = CONTENDERS[r % len(CONTENDERS):] + CONTENDERS[:r % len(CONTENDERS)]
         for pos, name in enumerate(order):
+            load = os.getloadavg()[0]
             sample = runners[name]()
             sample.round, sample.position = r + 1, pos
+            sample.detail["load_before"] = round(load, 2)
             ex.samples[name].append(sample)
             if name == "alicorn":
                 ex.digests.append(sample.detail["digest"])
@@ -354,6 +356,22 @@ def summary(ex: Example) -> dict[str, Any]:
         return [round(a.seconds / f.seconds, 3)
                 for a, f in zip(ex.samples[name], ex.samples["floor"], strict=True)]
 
+    # The composes are the same argv, yet one mirror hiccup or a neighbour's load moves them by
+    # seconds; what each contender adds on top of its own compose is far steadier.
+    compose = {
+        "floor": [x.detail["compose"] for x in ex.samples["floor"]],
+        "alicorn": [x.detail["phases"].get("compose", 0.0) for x in ex.samples["alicorn"]],
+        "buildah": [x.detail["compose"] for x in ex.samples["buildah"]],
+    }
+    overhead = {
+        "floor (tar)": [x.detail["tar"] for x in ex.samples["floor"]],
+        "alicorn": [x.seconds - x.detail["phases"].get("compose", 0.0)
+                    for x in ex.samples["alicorn"]],
+        "buildah": [x.detail["buildah"] for x in ex.samples["buildah"]],
+    }
+    med_compose = statistics.median(compose["floor"])
+    med_over = {k: statistics.median(v) for k, v in overhead.items()}
+    same_compose = (med_compose + med_over["alicorn"]) / (med_compose + med_over["floor (tar)"])
     phases: dict[str, dict[str, float]] = {}
     for name in ("alicorn", "alicorn-cached"):
         keys = dict.fromkeys(k for s in ex.samples[name] for k in s.detail["phases"])
@@ -366,7 +384,14 @@ def summary(ex: Example) -> dict[str, Any]:
             "buildah/floor": round(stats["buildah"]["median"] / floor, 3),
             "alicorn/floor per round": paired("alicorn"),
             "buildah/floor per round": paired("buildah"),
+            "alicorn/floor at equal compose time": round(same_compose, 3),
         },
+        "compose_seconds": {k: {"median": round(statistics.median(v), 3),
+                                "min": round(min(v), 3), "max": round(max(v), 3)}
+                            for k, v in compose.items()},
+        "overhead_beyond_compose_seconds": {
+            k: {"median": round(statistics.median(v), 3), "min": round(min(v), 3),
+                "max": round(max(v), 3)} for k, v in overhead.items()},
         "alicorn_cached_seconds": stats["alicorn-cached"]["median"],
         "targets_met": {
             f"alicorn/floor <= {TARGET_RATIO}":
@@ -397,6 +422,13 @@ def table(ex: Example, s: dict[str, Any]) -> str:
         f"{'met' if met[f'alicorn/floor <= {TARGET_RATIO}'] else 'NOT met'}; per round "
         f"{', '.join(f'{x:.3f}' for x in r['alicorn/floor per round'])})",
         f"  buildah/floor  {r['buildah/floor']:.3f}",
+        "  compose alone (s, median [min-max]): " + ", ".join(
+            f"{k} {v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}]"
+            for k, v in s["compose_seconds"].items()),
+        "  added beyond the compose (s, median [min-max]): " + ", ".join(
+            f"{k} {v['median']:.2f} [{v['min']:.2f}-{v['max']:.2f}]"
+            for k, v in s["overhead_beyond_compose_seconds"].items()),
+        f"  alicorn/floor at equal compose time {r['alicorn/floor at equal compose time']:.3f}",
         f"  alicorn-cached {s['alicorn_cached_seconds']:.2f} s (target <= {TARGET_CACHED} s: "
         f"{'met' if met[f'alicorn-cached <= {TARGET_CACHED} s'] else 'NOT met'})",
         f"  reproducible   {'yes' if s['reproducible'] else 'NO'}: "
@@ -426,11 +458,16 @@ def machine() -> dict[str, Any]:
         pass
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
+    # Others may be editing src/ while this runs: say which files differed from the commit.
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True).stdout.split("\n")
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": platform.node(), "cpus": os.cpu_count(), "cpu_model": model, "memory": mem,
         "kernel": platform.release(), "python": platform.python_version(),
         "alicorn": ALICORN_VERSION, "git_commit": commit or None,
+        "src_changes": [ln.strip() for ln in dirty if ln.strip()],
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "tools": {
             "mmdebstrap": tool_version(["mmdebstrap", "--version"]),
             "dnf": tool_version(["dnf", "--version"]),
@@ -497,8 +534,15 @@ def main() -> int:
         say(f"build_time: {failed}")
         return 130 if failed == "interrupted" else 1
 
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results: dict[str, Any] = {"machine": info, "rounds": args.rounds, "notes": notes,
                                "examples": {}}
+    print(f"{info['date']}  {info['host']}: {info['cpus']} cpus ({info['cpu_model']}), "
+          f"{info['memory']}; load average {info['load_average_at_start'][0]} at start, "
+          f"{info['load_average_at_end'][0]} at end; alicorn at {info['git_commit']}"
+          + (f" with {len(info['src_changes'])} changed file(s) in src/"
+             if info["src_changes"] else ""))
+    print()
     for ex in examples:
         s = summary(ex)
         results["examples"][ex.name] = {

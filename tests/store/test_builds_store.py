@@ -111,3 +111,29 @@ def test_reaper_fails_builds_of_dead_workers(tmp_path: Path,
     assert reap(settings, store) == 1
     assert store.get(a.id).state == FAILED and "died" in (store.get(a.id).error or "")
     assert store.get(b.id).state == RUNNING
+
+
+def test_reaper_stops_what_a_dead_worker_left_running(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import time
+
+    monkeypatch.setenv("ALICORN_HOME", str(tmp_path / "home"))
+    settings = load_settings()
+    store = BuildStore(settings.database_url)
+    # A "worker" leading its own process group, with a tool running under it.
+    leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], start_new_session=True)
+    time.sleep(0.3)
+    row = store.submit(_sub())
+    store.claim_next(f"{socket.gethostname()}:{leader.pid}:group")
+    work = settings.work_dir / row.id / "rootfs"
+    work.mkdir(parents=True)
+    (work / "file").write_text("half written")
+    os.kill(leader.pid, signal.SIGKILL)
+    leader.wait()
+    os.killpg(leader.pid, 0)  # the orphaned tool is still there
+    assert reap(settings, store) == 1
+    with pytest.raises(ProcessLookupError):
+        os.killpg(leader.pid, 0)
+    assert not (settings.work_dir / row.id).exists()
+    assert store.get(row.id).state == FAILED

@@ -19,8 +19,9 @@ from types import FrameType
 from alicorn import daemon
 from alicorn.build.pipeline import Build
 from alicorn.config import Settings
+from alicorn.errors import Error
 from alicorn.fs import remove_tree
-from alicorn.store.builds import FAILED, BuildStore
+from alicorn.store.builds import FAILED, RUNNING, BuildStore
 
 
 def _lock_path(settings: Settings) -> Path:
@@ -56,23 +57,61 @@ def stop_worker(settings: Settings) -> bool:
     return daemon.stop(settings.run_dir / "worker.pid", timeout=30)
 
 
+def worker_name() -> str:
+    """``host:pid``, and ``host:pid:group`` when the worker leads its own process group, so
+    that whoever finds it dead can stop the tools it left running."""
+    pid = os.getpid()
+    name = f"{socket.gethostname()}:{pid}"
+    return name + ":group" if os.getpgid(0) == pid else name
+
+
+def _stop_group(pgid: int, timeout: float = 15.0) -> None:
+    """TERM, then KILL, the process group a dead worker led (its mmdebstrap, dnf, ...)."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+
 def reap(settings: Settings, store: BuildStore) -> int:
-    """Mark builds whose local worker died as failed; returns how many."""
+    """Mark builds whose local worker died as failed, stop what it left running and remove
+    their private roots; returns how many."""
     host = socket.gethostname()
     reaped = 0
     for row in store.running():
         if not row.worker or not row.worker.startswith(host + ":"):
             continue
-        pid = int(row.worker.rsplit(":", 1)[1])
-        if pid != os.getpid() and not daemon.alive(pid):
-            store.finish(row.id, FAILED, error=f"the worker ({row.worker}) died during the build")
-            remove_tree(settings.work_dir / row.id)
-            reaped += 1
+        parts = row.worker.split(":")
+        pid = int(parts[1])
+        if pid == os.getpid() or daemon.alive(pid):
+            continue
+        if parts[2:] == ["group"]:
+            _stop_group(pid)
+        store.finish(row.id, FAILED, error=f"the worker ({host}:{pid}) died during the build")
+        remove_tree(settings.work_dir / row.id)
+        reaped += 1
     return reaped
 
 
-class _Stop(Exception):
-    pass
+def collect_garbage(settings: Settings, store: BuildStore) -> None:
+    """Remove private build roots whose build is over (left by a crash)."""
+    if not settings.work_dir.is_dir():
+        return
+    for path in settings.work_dir.iterdir():
+        try:
+            state = store.get(path.name).state
+        except Error:
+            state = None
+        if state != RUNNING:
+            remove_tree(path)
 
 
 def serve(settings: Settings, *, once: bool = False, idle_exit: float | None = None,
@@ -96,10 +135,11 @@ def serve(settings: Settings, *, once: bool = False, idle_exit: float | None = N
         stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
-    name = f"{socket.gethostname()}:{os.getpid()}"
+    name = worker_name()
     done = 0
     idle_since = time.monotonic()
     reap(settings, store)
+    collect_garbage(settings, store)
     while not stopping:
         row = store.claim_next(name)
         if row is None:
