@@ -79,7 +79,6 @@ class Example:
     recipe: Recipe
     samples: dict[str, list[Sample]] = field(default_factory=dict)
     digests: list[str] = field(default_factory=list)   # every alicorn --no-cache build's
-    notes: list[str] = field(default_factory=list)
 
 
 # -- running things -----------------------------------------------------------------------------
@@ -171,6 +170,7 @@ class Bench:
             raise BenchError(f"alicorn build {result['build_id']} with unchanged inputs did not "
                              "reuse an image (cached_from is empty)")
         detail = {"build_id": result["build_id"], "digest": result["digest"],
+                  "image": result.get("image"),
                   "cached_from": result.get("cached_from"),
                   "phases": self._phases(result["build_id"], wall0, wall1)}
         return Sample(seconds, 0, 0, detail)
@@ -270,6 +270,27 @@ class Bench:
         ctr = sh([*self.buildah, "from", "--quiet", "scratch"]).strip()
         sh([*self.buildah, "rm", ctr])
 
+    def _forget_registry(self) -> list[str]:
+        """Remove the registries.conf.d entry alicorn wrote for this run's registry.
+
+        alicorn trusts its loopback registry by writing a file named after the port, and
+        ``alicorn down`` leaves it; a fresh ALICORN_HOME gets a new port each run, so without
+        this every run would leave one more file in /etc/containers behind.
+        """
+        try:
+            port = json.loads((self.home / "config.json").read_text())["registry_port"]
+        except (OSError, ValueError, KeyError):
+            return []
+        path = Path("/etc/containers/registries.conf.d") / f"50-alicorn-127.0.0.1-{port}.conf"
+        try:
+            if path.read_text().startswith("# Written by alicorn"):
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            return [f"could not remove {path}: {e.strerror}"]
+        return []
+
     def cleanup(self) -> list[str]:
         """Stop what alicorn started, release buildah's storage; returns what went wrong."""
         problems = []
@@ -277,6 +298,7 @@ class Bench:
                               text=True, stdin=subprocess.DEVNULL)
         if down.returncode != 0:
             problems.append(f"alicorn down failed: {down.stderr.strip()}")
+        problems += self._forget_registry()
         if (self.tmp / "buildah").exists():
             for argv in ([*self.buildah, "rm", "--all"], [*self.buildah, "rmi", "--all"]):
                 subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL)

@@ -137,3 +137,31 @@ def test_reaper_stops_what_a_dead_worker_left_running(tmp_path: Path,
         os.killpg(leader.pid, 0)
     assert not (settings.work_dir / row.id).exists()
     assert store.get(row.id).state == FAILED
+
+
+def test_the_quick_head_check_agrees_with_alembic() -> None:
+    from importlib import resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from alicorn.store.db import _head
+
+    cfg = Config()
+    cfg.set_main_option("script_location",
+                        str(resources.files("alicorn.store").joinpath("migrations")))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == _head()
+
+
+def test_a_new_database_is_migrated_and_reopened_cheaply(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    from alicorn.store.db import _current, _head, migrate
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    assert _current(engine) is None
+    migrate(engine)
+    assert _current(engine) == _head()
+    assert {"builds", "build_packages"} <= set(inspect(engine).get_table_names())
+    migrate(engine)  # already at head: nothing to do
+    assert _current(engine) == _head()

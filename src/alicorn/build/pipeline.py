@@ -176,7 +176,7 @@ class Build:
         except Exception:
             self.log.write(traceback.format_exc())
             outcome = Outcome(FAILED, error="internal error in the worker; see the build log")
-        finally:
+        if outcome.state != DONE:
             # Free the space first: a build that failed on a full disk must still be recorded.
             remove_tree(self.work)
         if outcome.error:
@@ -192,6 +192,9 @@ class Build:
                           **self._extra)
         self.monitor.finish(outcome.state, digest=outcome.digest, image=outcome.image,
                             error=outcome.error)
+        # After a success the tree goes after the record, so nobody waits for the deletion.
+        # (A worker that dies before this leaves it to collect_garbage.)
+        remove_tree(self.work)
         return outcome
 
     _packages: list[Package]
@@ -227,7 +230,6 @@ class Build:
         else:
             rootfs, self._packages = self._compose(recipe, ctx, epoch)
             digest, layout, outputs = self._image(recipe, rootfs, epoch)
-            remove_tree(rootfs)
             self._extra["outputs"] = outputs
 
         if self.options.get("no_push"):

@@ -71,7 +71,7 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
                     elif ev["event"] == "message":
                         print(f"  {ev['text']}", file=sys.stderr, flush=True)
             now = time.monotonic()
-            if now - last_check > 1.0 or any(e["event"] == "finish" for e in events):
+            if now - last_check > 0.5 or any(e["event"] == "finish" for e in events):
                 last_check = now
                 row = store.get(build_id)
                 if row.state in FINAL:
@@ -84,7 +84,7 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
                     reap(settings, store)
             if timeout is not None and now - started > timeout:
                 return store.get(build_id)
-            time.sleep(0.2)
+            time.sleep(0.1)
     finally:
         if progress:
             progress.stop()

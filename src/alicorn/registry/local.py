@@ -7,6 +7,7 @@ files).  ``ALICORN_REGISTRY=host:port`` points Alicorn at a registry it does not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -86,7 +87,10 @@ class Registry:
                             hint=f"see {self.dir / 'registry.log'}")
 
     def stop(self) -> bool:
-        return daemon.stop(self.pidfile)
+        stopped = daemon.stop(self.pidfile)
+        if self.settings.registry_managed:
+            untrust_insecure(self.addr)
+        return stopped
 
     def manifest_digest(self, name: str, reference: str) -> Digest | None:
         """The digest the registry holds for ``name:reference``, None if it holds none."""
@@ -137,6 +141,17 @@ class Registry:
             raise RegistryError(f"the registry {self.addr} is not reachable: {e}") from e
 
 
+def _trust_file(addr: str) -> Path:
+    safe = addr.replace(":", "-").replace("[", "").replace("]", "")
+    return REGISTRIES_CONF_D / f"50-alicorn-{safe}.conf"
+
+
+def untrust_insecure(addr: str) -> None:
+    """Remove what :func:`trust_insecure` wrote once the registry is stopped."""
+    with contextlib.suppress(OSError):
+        _trust_file(addr).unlink(missing_ok=True)
+
+
 def trust_insecure(addr: str) -> None:
     """Let podman pull from the loopback registry over plain HTTP (it is never exposed).
 
@@ -145,8 +160,7 @@ def trust_insecure(addr: str) -> None:
     """
     if not addr.startswith(("127.", "localhost", "[::1]")):
         return
-    safe = addr.replace(":", "-").replace("[", "").replace("]", "")
-    path = REGISTRIES_CONF_D / f"50-alicorn-{safe}.conf"
+    path = _trust_file(addr)
     text = f'# Written by alicorn: its local registry, loopback only.\n' \
            f'[[registry]]\nlocation = "{addr}"\ninsecure = true\n'
     try:

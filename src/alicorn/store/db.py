@@ -8,9 +8,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,8 +39,34 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
+def _head() -> str:
+    """The newest revision shipped: the file name prefix of the last migration."""
+    versions = resources.files("alicorn.store").joinpath("migrations", "versions")
+    names = sorted(p.name for p in versions.iterdir()
+                   if p.name.endswith(".py") and p.name[0].isdigit())
+    return names[-1].split("_", 1)[0]
+
+
+def _current(engine: Engine) -> str | None:
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    except SQLAlchemyError:
+        return None
+    return str(row[0]) if row else None
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema revision."""
+    """Bring the database to the newest schema revision.
+
+    Alembic is imported only when there is something to do: every command opens the database,
+    and most find it at the newest revision already.
+    """
+    if _current(engine) == _head():
+        return
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location",
                         str(resources.files("alicorn.store").joinpath("migrations")))

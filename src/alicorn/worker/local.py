@@ -44,7 +44,7 @@ def worker_running(settings: Settings) -> bool:
 
 def ensure_worker(settings: Settings) -> None:
     """Start a local worker in the background unless one is running."""
-    if worker_running(settings):
+    if worker_running(settings) or daemon.read_pid(settings.run_dir / "worker.pid") is not None:
         return
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     daemon.spawn([sys.executable, "-m", "alicorn", "worker", "--idle-exit", "900"],
@@ -115,7 +115,7 @@ def collect_garbage(settings: Settings, store: BuildStore) -> None:
 
 
 def serve(settings: Settings, *, once: bool = False, idle_exit: float | None = None,
-          poll: float = 0.3) -> int:
+          poll: float = 0.1) -> int:
     """Run queued builds until stopped; returns the number of builds run."""
     store = BuildStore(settings.database_url)
     settings.run_dir.mkdir(parents=True, exist_ok=True)
