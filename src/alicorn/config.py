@@ -60,6 +60,10 @@ class Settings:
         return self.home / "registry"
 
     @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 

@@ -45,6 +45,10 @@ class BuildLog:
         with self._lock:
             self._f.write(f"{stamp} [{stream}] {line.rstrip()}\n")
 
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
     def close(self) -> None:
         with self._lock:
             self._f.close()

@@ -1,10 +1,13 @@
 """One build, start to end, as the worker runs it.
 
-recipe source → recipe → inputs → (cache | compose → artifacts → files → layer → image) → publish
+source → recipe → inputs (logged) → (cache | compose → artifacts → files → layer → image)
+→ SBOMs → provenance (signed) → publish (image, signature, attestation, SBOMs) → sealed record
 
 Every step writes to the build's log and reports to its monitor.  A failure at any step records
-the build as failed with the reason; the image is published only as the very last step, so a
-failed build never leaves a half-published image behind.
+the build as failed with the reason; the image is published only at the end, so a failed build
+never leaves a half-published image behind.  The build log ends before the provenance is signed
+(the provenance names its digest); what publishing does goes to ``publish.log``.  Every build,
+failed ones too, ends with a sealed record in the transparency log.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Any
 from alicorn import __version__
 from alicorn.build.artifacts import install_artifacts
 from alicorn.build.files import add_files
+from alicorn.chain import attach
+from alicorn.chain.record import BUILD_LOG, CYCLONEDX, PUBLISH_LOG, SPDX, BuildFiles
+from alicorn.chain.seal import Chain, envelope_digest, package_json, statement_for
 from alicorn.compose import BuildContext, Package, composer_for
 from alicorn.config import Settings
 from alicorn.digest import Digest
@@ -30,6 +36,7 @@ from alicorn.image.oci import new_layout, read_manifest, store_layout, write_ima
 from alicorn.monitor import FileMonitor
 from alicorn.proc import BuildLog
 from alicorn.recipe import Recipe, load_recipe, parse_recipe
+from alicorn.registry.client import RegistryClient
 from alicorn.registry.local import Registry
 from alicorn.source import git
 from alicorn.store.builds import DONE, FAILED, BuildStore
@@ -37,7 +44,7 @@ from alicorn.store.models import BuildRow
 
 BUILDER_ID = f"alicorn/{__version__}"
 STEPS = ("source", "recipe", "inputs", "compose", "artifacts", "files", "layer", "image",
-         "publish")
+         "provenance", "publish")
 
 
 @dataclass
@@ -58,7 +65,9 @@ class Build:
         self.dir = settings.build_dir(row.id)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.work = settings.work_dir / row.id
-        self.log = BuildLog(self.dir / "build.log")
+        self.files = BuildFiles(self.dir)
+        self.log = BuildLog(self.dir / BUILD_LOG)
+        self.chain = Chain(settings)
         self.monitor = FileMonitor(self.dir / "progress.jsonl")
         self.options: dict[str, Any] = dict(row.options or {})
 
@@ -162,6 +171,9 @@ class Build:
         os.chmod(self.work, 0o700)
         self.log.write(f"build {self.row.id} on {socket.gethostname()} by {BUILDER_ID}")
         self.log.write(f"argv {self.row.argv}")
+        self._packages: list[Package] = []
+        self._extra: dict[str, Any] = {}
+        self._record: dict[str, Any] = {}
         try:
             outcome = self._run()
         except Error as e:
@@ -179,17 +191,17 @@ class Build:
         if outcome.state != DONE:
             # Free the space first: a build that failed on a full disk must still be recorded.
             remove_tree(self.work)
+        log = self.publish_log if self.log.closed else self.log
         if outcome.error:
-            self.log.write(f"FAILED: {outcome.error}")
-        self.log.write(f"{outcome.state} in {time.monotonic() - started:.1f} s")
-        self.log.close()
-        log_path = self.dir / "build.log"
-        log_digest = str(Digest.of_file(log_path))
-        os.chmod(log_path, 0o444)
-        self.store.finish(self.row.id, outcome.state, packages=self._packages,
-                          log_digest=log_digest, error=outcome.error, digest=outcome.digest,
-                          image_ref=outcome.image, published=outcome.image is not None,
-                          **self._extra)
+            log.write(f"FAILED: {outcome.error}")
+        log.write(f"{outcome.state} in {time.monotonic() - started:.1f} s")
+        logs = {}
+        for name, each in ((BUILD_LOG, self.log), (PUBLISH_LOG, self._publish_log)):
+            if each is not None:
+                each.close()
+                os.chmod(each.path, 0o444)
+                logs[name] = str(Digest.of_file(each.path))
+        self._seal(outcome, logs)
         self.monitor.finish(outcome.state, digest=outcome.digest, image=outcome.image,
                             error=outcome.error)
         # After a success the tree goes after the record, so nobody waits for the deletion.
@@ -197,12 +209,44 @@ class Build:
         remove_tree(self.work)
         return outcome
 
-    _packages: list[Package]
-    _extra: dict[str, Any]
+    _publish_log: BuildLog | None = None
+
+    @property
+    def publish_log(self) -> BuildLog:
+        if self._publish_log is None:
+            self._publish_log = BuildLog(self.dir / PUBLISH_LOG)
+        return self._publish_log
+
+    def _seal(self, outcome: Outcome, logs: dict[str, str]) -> None:
+        """Write the sealed record, append it to the log, and finish the database row."""
+        row = self.store.get(self.row.id)
+        record = {
+            "build_id": row.id, "state": outcome.state, "error": outcome.error,
+            "argv": row.argv, "submitter": row.submitter,
+            "created": row.created_at.isoformat() + "Z",
+            "started": row.started_at.isoformat() + "Z" if row.started_at else None,
+            "builder": BUILDER_ID, "worker": row.worker,
+            "source": {"kind": row.source_kind, "url": row.source_url, "ref": row.source_ref,
+                       "commit": row.source_commit},
+            "recipe": {"path": row.recipe_path, "digest": self._extra.get("recipe_digest"),
+                       "content": self._extra.get("recipe_content")},
+            "inputs": row.inputs, "input_key": row.input_key, "inputs_index": row.inputs_index,
+            "packages": [package_json(p) for p in self._packages],
+            "image": {"digest": outcome.digest, "reference": outcome.image,
+                      "outputs": self._extra.get("outputs")},
+            "cached_from": self._extra.get("cached_from"),
+            "logs": logs,
+            **self._record,
+        }
+        subject = outcome.digest or row.id
+        record_digest, index = self.chain.seal(self.files, record, subject)
+        self.store.finish(self.row.id, outcome.state, packages=self._packages,
+                          log_digest=logs.get(BUILD_LOG), error=outcome.error,
+                          digest=outcome.digest, image_ref=outcome.image,
+                          published=outcome.image is not None, record_digest=record_digest,
+                          record_index=index, **self._extra)
 
     def _run(self) -> Outcome:
-        self._packages = []
-        self._extra = {}
         recipe, source, commit_time = self._load_recipe()
         self._extra.update(recipe_name=recipe.name, recipe_digest=str(recipe.digest),
                            recipe_content=recipe.text)
@@ -211,7 +255,12 @@ class Build:
                            cache_dir=cache, source_date_epoch=0)
         inputs, key, epoch = self._inputs(recipe, ctx, source, commit_time)
         ctx.source_date_epoch = epoch
-        self.store.update(self.row.id, input_key=str(key), inputs=inputs)
+        recipe_ref = {"path": self.row.recipe_path, "digest": str(recipe.digest)}
+        inputs_index = self.chain.log_inputs(self.row.id, list(self.row.argv), source,
+                                             recipe_ref, inputs)
+        self.log.write(f"inputs recorded as entry {inputs_index} of the transparency log")
+        self.store.update(self.row.id, input_key=str(key), inputs=inputs,
+                          inputs_index=inputs_index)
 
         cached = None if self.options.get("no_cache") else self.store.find_cached(str(key),
                                                                                  self.row.id)
@@ -232,11 +281,51 @@ class Build:
             digest, layout, outputs = self._image(recipe, rootfs, epoch)
             self._extra["outputs"] = outputs
 
+        # The provenance: SBOMs and the build log are its byproducts, so the log ends here.
+        self.monitor.step("provenance")
+        image_name = f"{self.settings.registry}/{recipe.name}"
+        byproducts = self.chain.write_sboms(self.files, image_name, digest, self._packages,
+                                            epoch)
+        self.log.write(f"SBOMs written: {byproducts}")
+        self.log.write("the build log ends here; the provenance names its digest")
+        self.log.close()
+        os.chmod(self.log.path, 0o444)
+        byproducts[BUILD_LOG] = str(Digest.of_file(self.log.path))
+        row = self.store.get(self.row.id)
+        stmt = statement_for(
+            image_name=image_name, digest=digest, build_id=row.id, builder=BUILDER_ID,
+            version=__version__, argv=list(row.argv), source=source, recipe=recipe_ref,
+            inputs=inputs, key=str(key), packages=self._packages, byproducts=byproducts,
+            started=row.started_at, finished=None, inputs_index=inputs_index)
+        envelope = self.chain.sign_provenance(self.files, stmt)
+        provenance_digest = envelope_digest(envelope)
+        self._extra["provenance_digest"] = provenance_digest
+        self._record.update(provenance={"digest": provenance_digest,
+                                        "key_id": self.chain.key.key_id},
+                            sboms={SPDX: byproducts[SPDX], CYCLONEDX: byproducts[CYCLONEDX]})
+
         if self.options.get("no_push"):
             return Outcome(DONE, digest=str(digest))
-        self.monitor.step("publish")
-        registry = Registry(self.settings)
-        ref = registry.push(layout, recipe.name, recipe.tag, digest, log=self.log)
-        self.log.write(f"published {ref}")
-        return Outcome(DONE, digest=str(digest), image=ref)
+        return self._publish(recipe, digest, layout, envelope)
 
+    def _publish(self, recipe: Recipe, digest: Digest, layout: Path,
+                 envelope: dict[str, Any]) -> Outcome:
+        """Push the image, then its attestation, SBOMs and signature (cosign's tag scheme)."""
+        from alicorn.chain.sigstore import sign_image
+        from alicorn.digest import canonical_json
+
+        self.monitor.step("publish")
+        log = self.publish_log
+        registry = Registry(self.settings)
+        ref = registry.push(layout, recipe.name, recipe.tag, digest, log=log)
+        client = RegistryClient(self.settings.registry)
+        attach.attach(client, recipe.name, digest, attach.ATT, [
+            (canonical_json(envelope), attach.MEDIA_DSSE,
+             {"predicateType": "https://slsa.dev/provenance/v1"})])
+        attach.attach(client, recipe.name, digest, attach.SBOM, [
+            (self.files.read(SPDX), attach.MEDIA_SPDX_JSON, {}),
+            (self.files.read(CYCLONEDX), attach.MEDIA_CYCLONEDX_JSON, {})])
+        signature = sign_image(client, recipe.name, recipe.tag, digest, self.chain.key)
+        log.write(f"published {ref}; attestation, SBOMs and signature "
+                  f"({signature.identity}, key {signature.key_id[:16]}) attached")
+        return Outcome(DONE, digest=str(digest), image=ref)

@@ -159,6 +159,222 @@ def wait(ident: str, as_json: bool, timeout: float | None) -> None:
         sys.exit(EXIT_FAILED)
 
 
+def _build_for(settings: Settings, ident: str) -> Any:
+    """The build behind a digest, a build id, or an image reference (asked of the registry)."""
+    if "/" in ident and not ident.startswith("sha256:"):
+        from alicorn.chain.sigstore import split_reference
+        from alicorn.registry.client import RegistryClient
+
+        if "@" in ident:
+            ident = ident.rsplit("@", 1)[1]
+        else:
+            addr, name, tag = split_reference(ident)
+            got = RegistryClient(addr).get_manifest(str(name), tag or "latest")
+            if got is None:
+                raise BadInput(f"{ident} is not in its registry")
+            ident = str(got[2])
+    row = _store(settings).resolve(ident)
+    if row.state != DONE and ident.startswith("sha256:"):
+        raise BadInput(f"{ident} was not produced by a finished build")
+    return row
+
+
+@cli.command()
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--log", "show_log", is_flag=True, help="Print the build log too.")
+@click.option("--offline", is_flag=True, help="Do not ask the registry.")
+def trace(ident: str, as_json: bool, show_log: bool, offline: bool) -> None:
+    """Walk back from an image DIGEST (or build id, or image reference) to its inputs and log."""
+    from alicorn.chain.record import BUILD_LOG, PROVENANCE, BuildFiles
+    from alicorn.chain.verify import Verifier
+
+    settings = _settings()
+    row = _build_for(settings, ident)
+    files = BuildFiles(settings.build_dir(row.id))
+    report = Verifier(settings, registry=not offline).verify(row)
+    record = files.record() if files.path("record.json").exists() else {}
+    envelope = json.loads(files.read(PROVENANCE)) if files.path(PROVENANCE).exists() else None
+    data = {
+        "digest": row.digest, "build_id": row.id, "state": row.state, "image": row.image_ref,
+        "argv": row.argv,
+        "recipe": {"path": row.recipe_path, "digest": row.recipe_digest,
+                   "content": row.recipe_content},
+        "source": ({"url": row.source_url, "ref": row.source_ref, "commit": row.source_commit}
+                   if row.source_kind == "git" else None),
+        "inputs": row.inputs,
+        "packages": [{"name": p.name, "version": p.version, "type": p.type, "arch": p.arch,
+                      "purl": p.purl, "checksum": p.checksum} for p in row.packages],
+        "log": {"digest": row.log_digest, "path": str(files.path(BUILD_LOG))},
+        "sboms": record.get("sboms"),
+        "provenance": envelope,
+        "transparency_log": {"record_index": row.record_index,
+                             "inputs_index": row.inputs_index,
+                             "record_digest": row.record_digest},
+        "verified": report.verified,
+        "checks": [vars(c) for c in report.checks],
+    }
+    if as_json:
+        print(json.dumps(data, sort_keys=True))
+    else:
+        out.print(f"image      {row.digest}  ({row.image_ref or 'not published'})",
+                  highlight=False)
+        out.print(f"build      {row.id} ({row.state}), by {row.submitter}", highlight=False)
+        out.print(f"argv       {' '.join(row.argv)}", highlight=False)
+        if data["source"]:
+            out.print(f"source     {row.source_url} {row.source_ref} → commit "
+                      f"{row.source_commit}", highlight=False)
+        out.print(f"recipe     {row.recipe_path} ({row.recipe_digest})", highlight=False)
+        for repo in (row.inputs or {}).get("repositories", []):
+            out.print(f"repository {repo['name']} {repo['url']} ({repo['metadata']})",
+                      highlight=False)
+        out.print(f"packages   {len(row.packages)}: " + ", ".join(
+            f"{p.name}={p.version}" for p in row.packages[:8])
+            + (" …" if len(row.packages) > 8 else ""), highlight=False)
+        out.print(f"log        {files.path(BUILD_LOG)} ({row.log_digest})", highlight=False)
+        out.print(f"log entry  {row.record_index} (inputs: {row.inputs_index})",
+                  highlight=False)
+        _print_checks(report)
+    if show_log:
+        sys.stdout.write(files.read(BUILD_LOG).decode("utf-8", "replace"))
+    if not report.verified:
+        sys.exit(EXIT_FAILED)
+
+
+def _print_checks(report: Any) -> None:
+    for c in report.checks:
+        mark = "[green]ok[/]    " if c.ok else "[red]BROKEN[/]"
+        out.print(f"{mark} {c.link}: {c.detail}", highlight=False)
+    if report.verified:
+        out.print("[green]verified[/]: every link holds")
+    else:
+        b = report.broken
+        out.print(f"[red]not verified[/]: the broken link is {b.link if b else 'unknown'}")
+
+
+@cli.command()
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--offline", is_flag=True, help="Do not ask the registry.")
+@click.option("--witness", "witness", type=click.Path(path_type=Path, dir_okay=False),
+              help="Tree heads a witness kept (JSON list or one head): each must be a prefix.")
+@click.option("--rebuild", is_flag=True, help="Also rebuild from the recorded inputs and "
+                                              "compare the image bit for bit.")
+def verify(ident: str, as_json: bool, offline: bool, witness: Path | None,
+           rebuild: bool) -> None:
+    """Check every link from an image DIGEST or IMAGE_REF back to its inputs; exit 0 only if
+    all hold."""
+    from alicorn.chain.translog import SignedTreeHead
+    from alicorn.chain.verify import Verifier
+
+    settings = _settings()
+    row = _build_for(settings, ident)
+    witnessed = []
+    if witness is not None:
+        try:
+            raw = json.loads(witness.read_text())
+        except (OSError, ValueError) as e:
+            raise BadInput(f"{witness}: cannot read tree heads: {e}") from e
+        witnessed = [SignedTreeHead.from_json(h) for h in (raw if isinstance(raw, list)
+                                                             else [raw])]
+    report = Verifier(settings, registry=not offline, witnessed=witnessed).verify(row)
+    if rebuild:
+        report.add("rebuild", *_rebuild(settings, row))
+    if as_json:
+        print(json.dumps({"digest": row.digest, "build_id": row.id,
+                          "verified": report.verified,
+                          "broken": report.broken.link if report.broken else None,
+                          "checks": [vars(c) for c in report.checks]}, sort_keys=True))
+    else:
+        _print_checks(report)
+    if not report.verified:
+        sys.exit(EXIT_FAILED)
+
+
+def _rebuild(settings: Settings, row: Any) -> tuple[bool, str]:
+    """Build again from the recorded inputs (the commit, not the ref) and compare digests."""
+    import subprocess
+
+    epoch = (row.inputs or {}).get("source_date_epoch")
+    level = (row.inputs or {}).get("compression_level", 1)
+    args = [sys.executable, "-m", "alicorn", "build"]
+    if row.source_kind == "git":
+        args += [row.source_url, "--ref", row.source_commit, "--recipe", row.recipe_path]
+    else:
+        args += [row.recipe_path]
+    args += ["--no-cache", "--no-push", "--json", "--compression-level", str(level)]
+    if epoch is not None:
+        args += ["--source-date-epoch", str(epoch)]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    try:
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        return False, f"the rebuild did not finish: {proc.stderr.strip()[-300:]}"
+    if result.get("state") != "done":
+        return False, f"the rebuild {result.get('build_id')} failed: {result.get('error')}"
+    if result["digest"] != row.digest:
+        return False, (f"the rebuild {result['build_id']} gave {result['digest']}, not "
+                       f"{row.digest}: the image is not reproducible from its inputs")
+    return True, f"rebuild {result['build_id']} gave the same digest, bit for bit"
+
+
+@cli.group("log")
+def log_group() -> None:
+    """The transparency log: signed tree heads, proofs, integrity."""
+
+
+@log_group.command("head")
+@click.option("--all", "all_heads", is_flag=True, help="Every head signed so far.")
+def log_head(all_heads: bool) -> None:
+    """Print the latest signed tree head as JSON (what a witness keeps)."""
+    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.translog import TransparencyLog
+
+    settings = _settings()
+    log = TransparencyLog(settings.database_url, KeyRing(settings.keys_dir))
+    if all_heads:
+        print(json.dumps([h.to_json() for h in log.heads()], indent=2))
+        return
+    head = log.latest_head()
+    if head is None:
+        raise BadInput("the log has no signed head yet (no build has run)")
+    print(json.dumps(head.to_json(), indent=2))
+
+
+@log_group.command("check")
+def log_check() -> None:
+    """Recompute every entry, subtree and root, and check every signed head."""
+    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.translog import TransparencyLog
+
+    settings = _settings()
+    result = TransparencyLog(settings.database_url,
+                             KeyRing(settings.keys_dir)).check_integrity()
+    out.print(f"the log holds: {result.tree_size} entries, root {result.root_hash}, "
+              f"{result.heads_checked} signed heads consistent", highlight=False)
+
+
+@cli.group()
+def keys() -> None:
+    """The build service's signing keys."""
+
+
+@keys.command("list")
+def keys_list() -> None:
+    from alicorn.chain.keys import KeyRing
+    for k in KeyRing(_settings().keys_dir).public_keys():
+        out.print(f"{k.key_id} created {k.created}"
+                  + (f" retired {k.retired}" if k.retired else " (signing)"), highlight=False)
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Retire the signing key (it keeps verifying what it signed) and make a new one."""
+    from alicorn.chain.keys import KeyRing
+    key = KeyRing(_settings().keys_dir).rotate()
+    out.print(f"new signing key {key.key_id}", highlight=False)
+
+
 @cli.command("builds")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", default=50, show_default=True)

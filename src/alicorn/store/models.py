@@ -42,6 +42,10 @@ class BuildRow(Base):
     worker: Mapped[str | None] = mapped_column(String(128))
     log_digest: Mapped[str | None] = mapped_column(String(71))
     published: Mapped[bool] = mapped_column(Boolean, default=False)
+    record_digest: Mapped[str | None] = mapped_column(String(71))
+    record_index: Mapped[int | None] = mapped_column(Integer)
+    inputs_index: Mapped[int | None] = mapped_column(Integer)
+    provenance_digest: Mapped[str | None] = mapped_column(String(71))
 
     packages: Mapped[list[PackageRow]] = relationship(
         back_populates="build", cascade="all, delete-orphan", order_by="PackageRow.id")

@@ -1,0 +1,345 @@
+"""Walking back from an image digest to its inputs, checking every link on the way.
+
+The chain, from the image back:
+
+    image (manifest, config, layers)  ←  provenance (signed, names the image and the byproducts)
+    ←  build log, SBOMs  ←  sealed record  ←  transparency log (signed heads, proofs)
+    database row  ↔  sealed record          registry  ↔  local image, signature, attachments
+
+Each link is one :class:`Check`; the first that fails is the broken link.  Everything but the
+registry checks runs offline, from $ALICORN_HOME and the public keys.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alicorn.chain import dsse, provenance, sbom
+from alicorn.chain.keys import KeyRing
+from alicorn.chain.record import (
+    BUILD_LOG,
+    CYCLONEDX,
+    PROVENANCE,
+    PUBLISH_LOG,
+    RECORD,
+    SPDX,
+    BuildFiles,
+    inputs_entry,
+)
+from alicorn.chain.translog import (
+    SignedTreeHead,
+    TransparencyLog,
+    verify_consistency,
+    verify_head,
+    verify_inclusion,
+)
+from alicorn.config import Settings
+from alicorn.digest import Digest, canonical_json
+from alicorn.errors import Error
+from alicorn.store.models import BuildRow
+
+
+@dataclass(frozen=True)
+class Check:
+    link: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    build_id: str
+    digest: str | None
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def broken(self) -> Check | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def add(self, link: str, ok: bool, detail: str) -> bool:
+        self.checks.append(Check(link, ok, detail))
+        return ok
+
+
+class _Broken(Exception):
+    """Stops a group of checks after its first failure (the rest would only repeat it)."""
+
+
+class Verifier:
+    def __init__(self, settings: Settings, *, registry: bool = True,
+                 witnessed: list[SignedTreeHead] | None = None):
+        self.settings = settings
+        self.keys = KeyRing(settings.keys_dir)
+        self.log = TransparencyLog(settings.database_url, self.keys)
+        self.check_registry = registry
+        self.witnessed = witnessed or []
+
+    def verify(self, row: BuildRow) -> Report:
+        report = Report(row.id, row.digest)
+        files = BuildFiles(self.settings.build_dir(row.id))
+        steps = [self._record, self._log, self._database, self._provenance, self._byproducts,
+                 self._image, self._registry]
+        state: dict[str, Any] = {}
+        for step in steps:
+            try:
+                step(row, files, report, state)
+            except _Broken:
+                continue
+            except Error as e:
+                report.add(step.__name__.strip("_"), False, e.diagnostics())
+        return report
+
+    # -- the record and the transparency log -----------------------------------------------
+    def _record(self, row: BuildRow, files: BuildFiles, report: Report,
+                state: dict[str, Any]) -> None:
+        data = files.read(RECORD)
+        digest = str(Digest.of_bytes(data))
+        if not report.add("record", digest == row.record_digest,
+                          f"record.json has digest {digest}" if digest == row.record_digest else
+                          f"record.json hashes to {digest}, but the build was sealed with "
+                          f"{row.record_digest}: the record was altered"):
+            raise _Broken
+        state["record_bytes"] = data
+        state["record"] = json.loads(data)
+
+    def _log(self, row: BuildRow, files: BuildFiles, report: Report,
+             state: dict[str, Any]) -> None:
+        if "record" not in state or row.record_index is None:
+            report.add("transparency log", False, "the build has no sealed log entry")
+            raise _Broken
+        head = self.log.latest_head()
+        if head is None:
+            report.add("transparency log", False, "the log has no signed tree head")
+            raise _Broken
+        verify_head(head, self.keys.find(head.key_id))
+        # Every head ever signed, and every head a witness kept, must be a prefix of this one.
+        for old in [*self.log.heads(), *self.witnessed]:
+            verify_head(old, self.keys.find(old.key_id))
+            if old.tree_size <= head.tree_size:
+                verify_consistency(old, head, self.log.consistency_proof(old.tree_size,
+                                                                          head.tree_size))
+        proof = self.log.inclusion_proof(row.record_index, head.tree_size)
+        verify_inclusion(state["record_bytes"], row.record_index, proof, head)
+        detail = (f"record is entry {row.record_index} of the tree of size {head.tree_size} "
+                  f"(root {head.root_hash[:16]}…, signed by key {head.key_id[:16]}…)")
+        record = state["record"]
+        if row.inputs_index is not None:
+            logged = self.log.entry(row.inputs_index)
+            verify_inclusion(logged, row.inputs_index,
+                             self.log.inclusion_proof(row.inputs_index, head.tree_size), head)
+            expected = inputs_entry(row.id, record["argv"], _source_of(record),
+                                    {"path": record["recipe"]["path"],
+                                     "digest": record["recipe"]["digest"]}, record["inputs"])
+            if logged != expected:
+                report.add("transparency log", False,
+                           f"the inputs logged before the build (entry {row.inputs_index}) "
+                           "differ from the sealed record's")
+                raise _Broken
+            detail += f"; inputs logged first as entry {row.inputs_index}"
+        report.add("transparency log", True, detail)
+
+    def _database(self, row: BuildRow, files: BuildFiles, report: Report,
+                  state: dict[str, Any]) -> None:
+        if "record" not in state:
+            raise _Broken
+        r = state["record"]
+        db_packages = sorted((p.type, p.name, p.version, p.purl) for p in row.packages)
+        rec_packages = sorted((p["type"], p["name"], p["version"], p["purl"])
+                              for p in r["packages"])
+        pairs = [
+            ("argv", list(row.argv), r["argv"]),
+            ("state", row.state, r["state"]),
+            ("image digest", row.digest, r["image"]["digest"]),
+            ("image reference", row.image_ref, r["image"]["reference"]),
+            ("recipe digest", row.recipe_digest, r["recipe"]["digest"]),
+            ("recipe content", row.recipe_content, r["recipe"]["content"]),
+            ("source commit", row.source_commit, r["source"]["commit"]),
+            ("source URL", row.source_url, r["source"]["url"]),
+            ("inputs", row.inputs, r["inputs"]),
+            ("packages", db_packages, rec_packages),
+            ("build log digest", row.log_digest, r["logs"].get(BUILD_LOG)),
+        ]
+        for name, db, sealed in pairs:
+            if db != sealed:
+                report.add("database", False, f"the database's {name} differs from the sealed "
+                                              "record's: the database was altered")
+                raise _Broken
+        content = r["recipe"]["content"]
+        if content is not None and str(Digest.of_bytes(content.encode())) != \
+                r["recipe"]["digest"]:
+            report.add("recipe", False, "the recorded recipe does not hash to its digest")
+            raise _Broken
+        report.add("database", True, "the database row matches the sealed record")
+
+    # -- provenance and byproducts ---------------------------------------------------------
+    def _provenance(self, row: BuildRow, files: BuildFiles, report: Report,
+                    state: dict[str, Any]) -> None:
+        r = state.get("record")
+        if r is None or r["state"] != "done":
+            raise _Broken
+        data = files.read(PROVENANCE)
+        envelope = json.loads(data)
+        digest = str(Digest.of_bytes(canonical_json(envelope)))
+        if digest != r["provenance"]["digest"] or data != canonical_json(envelope):
+            report.add("provenance", False, f"{PROVENANCE} hashes to {digest}, not to the "
+                                            f"sealed {r['provenance']['digest']}")
+            raise _Broken
+        verified = dsse.verify(envelope, self.keys)
+        stmt = verified.json()
+        subject = provenance.subject_digest(stmt)
+        if subject != row.digest:
+            report.add("provenance", False, f"the provenance is about {subject}, "
+                                            f"not {row.digest}")
+            raise _Broken
+        params = stmt["predicate"]["buildDefinition"]["externalParameters"]
+        if params["argv"] != r["argv"] or params["recipe"]["digest"] != r["recipe"]["digest"] \
+                or params["source"].get("commit") != r["source"]["commit"]:
+            report.add("provenance", False, "the provenance's argv, recipe or commit differ "
+                                            "from the sealed record's")
+            raise _Broken
+        state["byproducts"] = provenance.byproduct_digests(stmt)
+        report.add("provenance", True, f"signed by key {verified.key_id[:16]}…, names "
+                                       f"{subject}")
+
+    def _byproducts(self, row: BuildRow, files: BuildFiles, report: Report,
+                    state: dict[str, Any]) -> None:
+        named = state.get("byproducts")
+        r = state.get("record")
+        if r is None:
+            raise _Broken
+        # The logs are sealed for every build, failed ones too.
+        for name in (BUILD_LOG, PUBLISH_LOG):
+            want = r["logs"].get(name)
+            if want is None:
+                continue
+            got = str(files.digest(name))
+            if got != want:
+                report.add("build log", False, f"{name} hashes to {got}, but the sealed "
+                                               f"record names {want}: the log was altered")
+                raise _Broken
+        if named is None:
+            report.add("build log", True, "the logs match the sealed record")
+            return
+        if named.get(BUILD_LOG) != r["logs"].get(BUILD_LOG):
+            report.add("build log", False, "the provenance names another build log")
+            raise _Broken
+        report.add("build log", True, f"{BUILD_LOG} {named[BUILD_LOG]} as the provenance names")
+        expected = sorted((p["name"], p["version"], p["type"], p["purl"]) for p in r["packages"])
+        for name, parse in ((SPDX, sbom.packages_from_spdx),
+                            (CYCLONEDX, sbom.packages_from_cyclonedx)):
+            data = files.read(name)
+            got = str(Digest.of_bytes(data))
+            if got != named.get(name):
+                report.add("SBOM", False, f"{name} hashes to {got}, but the provenance names "
+                                          f"{named.get(name)}: the SBOM was altered")
+                raise _Broken
+            if sorted(tuple(x) for x in parse(data)) != expected:
+                report.add("SBOM", False, f"{name} lists other packages than the record")
+                raise _Broken
+        report.add("SBOM", True, f"SPDX and CycloneDX list the {len(expected)} recorded packages")
+
+    # -- the image -------------------------------------------------------------------------
+    def _image(self, row: BuildRow, files: BuildFiles, report: Report,
+               state: dict[str, Any]) -> None:
+        r = state.get("record")
+        if r is None or r["state"] != "done" or row.digest is None:
+            raise _Broken
+        digest = Digest(row.digest)
+        layout = self.settings.image_dir(digest.hex)
+        blobs = layout / "blobs" / "sha256"
+        manifest_bytes = _blob(blobs, digest, "manifest")
+        manifest = json.loads(manifest_bytes)
+        config_digest = Digest(manifest["config"]["digest"])
+        config = json.loads(_blob(blobs, config_digest, "config"))
+        outputs = r["image"]["outputs"] or {}
+        if str(config_digest) != outputs.get("config"):
+            report.add("image", False, f"the image's config {config_digest} is not the "
+                                       f"recorded {outputs.get('config')}")
+            raise _Broken
+        diff_ids = config["rootfs"]["diff_ids"]
+        for i, layer in enumerate(manifest["layers"]):
+            path = blobs / Digest(layer["digest"]).hex
+            got, diff = _layer_digests(path)
+            if got != layer["digest"]:
+                report.add("image", False, f"layer {i} ({layer['digest']}) hashes to {got}: "
+                                           "the layer was altered")
+                raise _Broken
+            if diff != diff_ids[i]:
+                report.add("image", False, f"layer {i} unpacks to {diff}, not to the diff_id "
+                                           f"{diff_ids[i]} its config names")
+                raise _Broken
+        report.add("image", True, f"manifest, config and {len(manifest['layers'])} layer(s) "
+                                  "hash to their digests")
+
+    def _registry(self, row: BuildRow, files: BuildFiles, report: Report,
+                  state: dict[str, Any]) -> None:
+        r = state.get("record")
+        if not self.check_registry or r is None or not row.image_ref or row.digest is None:
+            raise _Broken
+        from alicorn.chain import attach
+        from alicorn.chain.sigstore import verify_image_signature
+        from alicorn.registry.client import RegistryClient
+
+        addr, _, rest = row.image_ref.partition("/")
+        name = rest.split("@", 1)[0]
+        client = RegistryClient(addr)
+        digest = Digest(row.digest)
+        got = client.get_manifest(name, str(digest))
+        if got is None:
+            report.add("registry", False, f"{addr} does not hold {name}@{digest}")
+            raise _Broken
+        key_id = verify_image_signature(client, name, digest, self.keys.public_keys())
+        att = attach.fetch_attachment(client, name, digest, attach.ATT)
+        if not any(layer.data == files.read(PROVENANCE) for layer in att):
+            report.add("registry", False, "the attestation in the registry is not the "
+                                          "sealed provenance")
+            raise _Broken
+        boms = {layer.data for layer in attach.fetch_attachment(client, name, digest,
+                                                                 attach.SBOM)}
+        if boms != {files.read(SPDX), files.read(CYCLONEDX)}:
+            report.add("registry", False, "the SBOMs in the registry are not the sealed ones")
+            raise _Broken
+        report.add("registry", True, f"{addr}/{name}@{digest}: signature by key "
+                                     f"{key_id[:16]}…, attestation and SBOMs match")
+
+
+def _source_of(record: dict[str, Any]) -> dict[str, Any]:
+    src = record["source"]
+    return {"url": src["url"], "ref": src["ref"], "commit": src["commit"]}
+
+
+def _blob(blobs: Path, digest: Digest, what: str) -> bytes:
+    try:
+        data = (blobs / digest.hex).read_bytes()
+    except OSError as e:
+        raise Error(f"the image's {what} blob {digest} is missing from the store") from e
+    if Digest.of_bytes(data) != digest:
+        raise Error(f"the image's {what} blob hashes to {Digest.of_bytes(data)}, not "
+                    f"{digest}: it was altered")
+    return data
+
+
+def _layer_digests(path: Path) -> tuple[str, str]:
+    """The sha256 of a gzip layer blob and of what it unpacks to, in one pass."""
+    blob = hashlib.sha256()
+    tar = hashlib.sha256()
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                blob.update(chunk)
+                tar.update(inflate.decompress(chunk))
+        tar.update(inflate.flush())
+    except (OSError, zlib.error, gzip.BadGzipFile) as e:
+        raise Error(f"layer {path.name} cannot be read: {e}") from e
+    return "sha256:" + blob.hexdigest(), "sha256:" + tar.hexdigest()
