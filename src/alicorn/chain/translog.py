@@ -339,7 +339,7 @@ class TransparencyLog:
             triggers = {"sqlite": _sqlite_triggers,
                         "postgresql": _postgresql_triggers}.get(self.dialect)
             for stmt in triggers() if triggers else []:
-                conn.exec_driver_sql(stmt)
+                conn.execute(text(stmt))
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager

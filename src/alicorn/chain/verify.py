@@ -87,16 +87,18 @@ class Verifier:
     def verify(self, row: BuildRow) -> Report:
         report = Report(row.id, row.digest)
         files = BuildFiles(self.settings.build_dir(row.id))
-        steps = [self._record, self._log, self._database, self._provenance, self._byproducts,
-                 self._image, self._registry]
+        steps = [("record", self._record), ("transparency log", self._log),
+                 ("database", self._database), ("provenance", self._provenance),
+                 ("build log", self._byproducts), ("image", self._image),
+                 ("registry", self._registry)]
         state: dict[str, Any] = {}
-        for step in steps:
+        for link, step in steps:
             try:
                 step(row, files, report, state)
             except _Broken:
                 continue
             except Error as e:
-                report.add(step.__name__.strip("_"), False, e.diagnostics())
+                report.add(link, False, e.diagnostics())
         return report
 
     # -- the record and the transparency log -----------------------------------------------
@@ -269,7 +271,12 @@ class Verifier:
         diff_ids = config["rootfs"]["diff_ids"]
         for i, layer in enumerate(manifest["layers"]):
             path = blobs / Digest(layer["digest"]).hex
-            got, diff = _layer_digests(path)
+            try:
+                got, diff = _layer_digests(path)
+            except Error as e:
+                report.add("image", False, f"layer {i} ({layer['digest']}): {e.message}: the "
+                                           "layer was altered or is damaged")
+                raise _Broken from e
             if got != layer["digest"]:
                 report.add("image", False, f"layer {i} ({layer['digest']}) hashes to {got}: "
                                            "the layer was altered")
@@ -341,5 +348,5 @@ def _layer_digests(path: Path) -> tuple[str, str]:
                 tar.update(inflate.decompress(chunk))
         tar.update(inflate.flush())
     except (OSError, zlib.error, gzip.BadGzipFile) as e:
-        raise Error(f"layer {path.name} cannot be read: {e}") from e
+        raise Error(f"it cannot be read: {e}") from e
     return "sha256:" + blob.hexdigest(), "sha256:" + tar.hexdigest()
