@@ -173,7 +173,6 @@ def test_an_edited_database_row_is_named(home: Cli, pony_git: dict[str, Any]) ->
 def test_log_entries_cannot_be_edited_and_removal_is_detected(home: Cli,
                                                               pony_git: dict[str, Any],
                                                               tmp_path: Path) -> None:
-    db_path = home.home / "alicorn.db"
     with _db(home) as db, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM translog_entries WHERE idx = 0")
     backup = tmp_path / "backup.db"
