@@ -204,6 +204,7 @@ class Build:
         self._seal(outcome, logs)
         self.monitor.finish(outcome.state, digest=outcome.digest, image=outcome.image,
                             error=outcome.error)
+        os.chmod(self.monitor.path, 0o444)
         # After a success the tree goes after the record, so nobody waits for the deletion.
         # (A worker that dies before this leaves it to collect_garbage.)
         remove_tree(self.work)
