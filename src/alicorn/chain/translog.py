@@ -130,6 +130,18 @@ _SQLITE_INSERT = {
 }
 
 
+def create_schema(conn: Connection) -> None:
+    """Create the log's tables and the triggers that make them append-only (idempotent).
+
+    Called by the Alembic migration that introduces the log.
+    """
+    metadata.create_all(conn)
+    triggers = {"sqlite": _sqlite_triggers,
+                "postgresql": _postgresql_triggers}.get(conn.dialect.name)
+    for stmt in triggers() if triggers else []:
+        conn.execute(text(stmt))
+
+
 def _sqlite_triggers() -> list[str]:
     return [
         f"CREATE TRIGGER IF NOT EXISTS {t.name}_no_{op.lower()} BEFORE {op} ON {t.name} "
@@ -333,13 +345,8 @@ class TransparencyLog:
         # The right edge of the tree at some size. The log only grows, so it stays right for
         # as long as the size is what it was; appending from here skips reading it back.
         self._frontier: merkle.Frontier | None = None
-        # PostgreSQL cannot lock a table that does not exist yet; creating is idempotent.
-        with self._writing(lock=self.dialect == "sqlite") as conn:
-            metadata.create_all(conn)
-            triggers = {"sqlite": _sqlite_triggers,
-                        "postgresql": _postgresql_triggers}.get(self.dialect)
-            for stmt in triggers() if triggers else []:
-                conn.execute(text(stmt))
+        # The tables and their triggers come with the database's migrations (engine_for ran
+        # them): see create_schema and migration 0003.
 
     # -- transactions ---------------------------------------------------------------------------
     @contextmanager
