@@ -141,6 +141,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     settings = load_settings(cli.home)
     try:
         cli("registry", "start", check=True, timeout=60)
+        # This module tests sigstore signatures alone: take away the GPG rule that starting
+        # the registry installs (test_gpg_podman.py tests that one).
+        from alicorn.chain.gpgsign import remove_host_gpg_policy
+        remove_host_gpg_policy(settings.registry)
         client = RegistryClient(settings.registry)
         registry = Registry(settings)
         keys = KeyRing(cli.home / "keys")

@@ -200,7 +200,7 @@ def test_a_replaced_signing_key_is_detected(home: Cli, pony_git: dict[str, Any],
                                             tmp_path: Path) -> None:
     keys = home.home / "keys"
     saved = tmp_path / "keys"
-    shutil.copytree(keys, saved)
+    shutil.copytree(keys, saved, ignore=shutil.ignore_patterns("S.gpg-agent*"))
     try:
         shutil.rmtree(keys)
         from alicorn.chain.keys import KeyRing
@@ -211,6 +211,7 @@ def test_a_replaced_signing_key_is_detected(home: Cli, pony_git: dict[str, Any],
     finally:
         shutil.rmtree(keys, ignore_errors=True)
         shutil.copytree(saved, keys)
+        os.chmod(keys / "gpg", 0o700)
     assert _verify(home, pony_git["digest"], "--offline")[0] == 0
 
 

@@ -312,6 +312,7 @@ class Build:
     def _publish(self, recipe: Recipe, digest: Digest, layout: Path,
                  envelope: dict[str, Any]) -> Outcome:
         """Push the image, then its attestation, SBOMs and signature (cosign's tag scheme)."""
+        from alicorn.chain.gpgsign import GpgKeyRing, default_lookaside_dir, sign_manifest
         from alicorn.chain.sigstore import sign_image
         from alicorn.digest import canonical_json
 
@@ -327,6 +328,12 @@ class Build:
             (self.files.read(SPDX), attach.MEDIA_SPDX_JSON, {}),
             (self.files.read(CYCLONEDX), attach.MEDIA_CYCLONEDX_JSON, {})])
         signature = sign_image(client, recipe.name, recipe.tag, digest, self.chain.key)
-        log.write(f"published {ref}; attestation, SBOMs and signature "
-                  f"({signature.identity}, key {signature.key_id[:16]}) attached")
+        # The signature podman on Debian checks: GPG simple signing in the lookaside store.
+        gpg = sign_manifest((layout / "blobs" / "sha256" / digest.hex).read_bytes(),
+                            signature.identity, keyring=GpgKeyRing(self.settings.keys_dir),
+                            lookaside_dir=default_lookaside_dir(self.settings.home,
+                                                                self.settings.registry),
+                            repo_name=recipe.name, manifest_digest=digest, log=log)
+        log.write(f"published {ref}; attestation, SBOMs and signatures ({signature.identity}: "
+                  f"sigstore by key {signature.key_id[:16]}, GPG {gpg.name}) attached")
         return Outcome(DONE, digest=str(digest), image=ref)

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from alicorn.chain.attach import (
@@ -284,11 +283,11 @@ def host_policy(client: RegistryClient, keyring: KeyRing, *, policy_path: Path =
             ok, detail = _probe(client, log=log)
         except BaseException:
             if created:
-                yaml_file.unlink(missing_ok=True)
+                _unset_sigstore(addr, registries_d)
             raise
         if not ok and not force:
             if created:
-                yaml_file.unlink(missing_ok=True)
+                _unset_sigstore(addr, registries_d)
             raise PolicyError(f"podman on this host cannot verify sigstore signatures "
                               f"({detail}); requiring them would refuse every image of {addr}",
                               hint="install a podman whose containers/image verifies "
@@ -317,7 +316,8 @@ def host_policy(client: RegistryClient, keyring: KeyRing, *, policy_path: Path =
             if not path.is_file():
                 raise PolicyError(f"the public key file {path} is missing",
                                   hint="the key index and the key files disagree")
-        policy.setdefault("transports", {}).setdefault("docker", {})[addr] = [requirement]
+        kept = [r for r in scope or [] if not _is_our_sigstore(r)]  # our GPG rule stays
+        policy.setdefault("transports", {}).setdefault("docker", {})[addr] = [*kept, requirement]
         _write_policy(policy_path, policy)
     notes.extend(_shadowing())
     return HostPolicy(addr=addr, policy_path=policy_path, registries_d_file=yaml_file,
@@ -337,20 +337,33 @@ def remove_host_policy(addr: str, *, policy_path: Path = POLICY_JSON,
             policy = _read_policy(policy_path)
             transports = policy.get("transports", {})
             docker = transports.get("docker", {})
-            if addr in docker and _is_ours(docker[addr]):
-                del docker[addr]
+            if addr in docker and _is_ours(docker[addr]) and \
+                    any(_is_our_sigstore(r) for r in docker[addr]):
+                rest = [r for r in docker[addr] if not _is_our_sigstore(r)]
+                if rest:
+                    docker[addr] = rest
+                else:
+                    del docker[addr]
                 if not docker:
                     del transports["docker"]
                 if not transports:
                     del policy["transports"]
                 _write_policy(policy_path, policy)
                 removed = True
-        yaml_file = registries_d_file(addr, registries_d)
-        with contextlib.suppress(FileNotFoundError):
-            if yaml_file.read_text().startswith(_MARKER):
-                yaml_file.unlink()
-                removed = True
+        removed = _unset_sigstore(addr, registries_d) or removed
     return removed
+
+
+def _unset_sigstore(addr: str, registries_d: Path) -> bool:
+    """Turn sigstore attachments off in Alicorn's registries.d entry, keeping the rest (the GPG
+    lookaside); True if they were on."""
+    from alicorn.chain.gpgsign import _read_entry, write_registries_d
+
+    path = registries_d_file(addr, registries_d)
+    _, on = _read_entry(path, addr)
+    if on:
+        write_registries_d(addr, registries_d=registries_d, use_sigstore_attachments=False)
+    return on
 
 
 @contextlib.contextmanager
@@ -408,52 +421,33 @@ def _write_policy(path: Path, policy: dict[str, Any]) -> None:
         raise
 
 
+def _is_our_sigstore(req: Any) -> bool:
+    if not isinstance(req, dict) or req.get("type") != "sigstoreSigned":
+        return False
+    paths = req.get("keyPaths") or [req.get("keyPath")]
+    return all(isinstance(p, str) and _OUR_KEY_PATH.fullmatch(p) for p in paths)
+
+
 def _is_ours(scope: Any) -> bool:
-    """A rule Alicorn wrote: sigstoreSigned requirements with keys from a key ring."""
+    """A rule Alicorn wrote: sigstoreSigned requirements with keys from a key ring, and
+    Alicorn's GPG requirement (chain.gpgsign)."""
+    from alicorn.chain.gpgsign import is_alicorn_gpg_requirement
+
     if not isinstance(scope, list) or not scope:
         return False
-    for req in scope:
-        if not isinstance(req, dict) or req.get("type") != "sigstoreSigned":
-            return False
-        paths = req.get("keyPaths") or [req.get("keyPath")]
-        if not all(isinstance(p, str) and _OUR_KEY_PATH.fullmatch(p) for p in paths):
-            return False
-    return True
+    return all(_is_our_sigstore(r) or is_alicorn_gpg_requirement(r) for r in scope)
 
 
 def _write_registries_d(addr: str, registries_d: Path) -> tuple[Path, bool]:
-    """Write our registries.d file; returns it and whether it is new."""
+    """Turn on sigstore attachments in Alicorn's one registries.d entry for ``addr`` (shared
+    with the GPG lookaside); returns the file and whether the setting is new."""
+    from alicorn.chain.gpgsign import _read_entry, write_registries_d
+
     path = registries_d_file(addr, registries_d)
-    for other in sorted(registries_d.glob("*.yaml")) if registries_d.is_dir() else []:
-        if other == path:
-            continue
-        try:
-            doc = yaml.safe_load(other.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(doc, dict) and addr in (doc.get("docker") or {}):
-            # containers/image refuses every pull when two files configure one namespace.
-            raise PolicyError(f"{other} already configures {addr}", where=str(other),
-                              hint=f"add 'use-sigstore-attachments: true' to its {addr} entry "
-                                   "yourself, or remove that entry")
-    text = (f"{_MARKER}: podman reads cosign signatures (sha256-<digest>.sig) from\n"
-            f"# Alicorn's registry {addr}.  Removed with the host policy.\n"
-            f"docker:\n  \"{addr}\":\n    use-sigstore-attachments: true\n")
-    created = not path.exists()
-    if not created and path.read_text() == text:
-        return path, False
-    if not created and not path.read_text().startswith(_MARKER):
-        raise PolicyError(f"{path} exists and was not written by Alicorn", where=str(path))
-    try:
-        registries_d.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise PolicyError(f"cannot write {path}: {e.strerror}", where=str(path),
-                          hint="the host's container configuration is root's to change") from e
-    return path, created
+    _, before = _read_entry(path, addr)
+    written = write_registries_d(addr, registries_d=registries_d, use_sigstore_attachments=True)
+    assert written is not None
+    return written, not before
 
 
 def _shadowing() -> list[str]:

@@ -316,8 +316,17 @@ class Verifier:
         if boms != {files.read(SPDX), files.read(CYCLONEDX)}:
             report.add("registry", False, "the SBOMs in the registry are not the sealed ones")
             raise _Broken
-        report.add("registry", True, f"{addr}/{name}@{digest}: signature by key "
-                                     f"{key_id[:16]}…, attestation and SBOMs match")
+        from alicorn.chain.gpgsign import (
+            GpgKeyRing,
+            default_lookaside_dir,
+            verify_manifest_signatures,
+        )
+        gpg = verify_manifest_signatures(
+            got[0], row.image_ref, lookaside_dir=default_lookaside_dir(self.settings.home, addr),
+            pubring=GpgKeyRing(self.settings.keys_dir).pubring)
+        report.add("registry", True, f"{addr}/{name}@{digest}: sigstore signature by key "
+                                     f"{key_id[:16]}…, GPG signature by {gpg.fingerprint[-16:]}, "
+                                     "attestation and SBOMs match")
 
 
 def _source_of(record: dict[str, Any]) -> dict[str, Any]:

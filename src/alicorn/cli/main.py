@@ -370,9 +370,17 @@ def keys_list() -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Retire the signing key (it keeps verifying what it signed) and make a new one."""
+    from alicorn.chain.gpgsign import GpgKeyRing
     from alicorn.chain.keys import KeyRing
-    key = KeyRing(_settings().keys_dir).rotate()
-    out.print(f"new signing key {key.key_id}", highlight=False)
+    settings = _settings()
+    key = KeyRing(settings.keys_dir).rotate()
+    gpg = GpgKeyRing(settings.keys_dir).rotate()
+    out.print(f"new signing key {key.key_id}\nnew GPG key {gpg.fingerprint}", highlight=False)
+    if settings.registry_managed:
+        from alicorn.registry.local import Registry
+        registry = Registry(settings)
+        if registry.is_up():
+            registry.require_signatures()  # the trusted keyring now holds the new key too
 
 
 @cli.command("builds")

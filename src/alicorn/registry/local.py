@@ -17,7 +17,7 @@ from pathlib import Path
 from alicorn import daemon
 from alicorn.config import Settings
 from alicorn.digest import Digest
-from alicorn.errors import RegistryError, ToolError
+from alicorn.errors import Error, RegistryError, ToolError
 from alicorn.proc import BuildLog, run, which
 
 CONFIG = """\
@@ -77,6 +77,7 @@ class Registry:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.is_up():
+                self.require_signatures()
                 return
             if daemon.read_pid(self.pidfile) is None:
                 break
@@ -86,9 +87,32 @@ class Registry:
                             + (" | ".join(tail) or "no output"),
                             hint=f"see {self.dir / 'registry.log'}")
 
+    def require_signatures(self) -> str | None:
+        """Make podman on this host refuse images from this registry that the build service
+        did not sign (GPG simple signing, which Debian's podman verifies); returns why not when
+        it cannot (not root, or podman here cannot verify)."""
+        from alicorn.chain.gpgsign import (
+            GpgKeyRing,
+            default_lookaside_dir,
+            host_gpg_policy,
+        )
+        ring = GpgKeyRing(self.settings.keys_dir)
+        ring.current()
+        try:
+            host_gpg_policy(self.addr, pubring=ring.pubring,
+                            lookaside_dir=default_lookaside_dir(self.settings.home, self.addr))
+        except (Error, OSError) as e:
+            reason = e.diagnostics() if isinstance(e, Error) else str(e)
+            with open(self.dir / "registry.log", "a") as f:
+                f.write(f"alicorn: podman will not require signatures here: {reason}\n")
+            return reason
+        return None
+
     def stop(self) -> bool:
         stopped = daemon.stop(self.pidfile)
         if self.settings.registry_managed:
+            from alicorn.chain.gpgsign import remove_host_gpg_policy
+            remove_host_gpg_policy(self.addr)
             untrust_insecure(self.addr)
         return stopped
 
