@@ -756,6 +756,9 @@ def chain_table(name: str, s: dict[str, Any]) -> str:
                     "log_append", "sign_head", "key_load", "spdx", "cyclonedx",
                     "sign_provenance", "attach_att_sbom", "sign_image", "gpg_sign",
                     "chain_seal", "store_finish", "registry_push") if k in t) + " ms")
+    if "registry_http.calls" in t:
+        rows.append(f"    the attachments took {t['registry_http.calls']:.0f} HTTP requests to the "
+                    f"registry, {t.get('registry_http', 0.0) * 1000:.1f} ms in all")
     rows.append("  steps (median s): " + ", ".join(f"{k} {v:.3f}"
                                                    for k, v in s["steps_median"].items()))
     return "\n".join(rows)
@@ -951,6 +954,14 @@ def main() -> int:
           f" ms ({f['chain_share_median'] * 100:.1f} %; first {f['chain_seconds']['k']} "
           f"{f['chain_seconds']['first_k_median'] * 1000:.0f} ms, last "
           f"{f['chain_seconds']['last_k_median'] * 1000:.0f} ms)")
+    ft = f["timers_median"]
+    print("  chain parts (median ms): " + ", ".join(
+        f"{PART_NAMES[p]} {f['parts_median'][p] * 1000:.1f}" for p in PARTS)
+        + f"; {ft.get('registry_http.calls', 0):.0f} HTTP requests to the registry "
+        f"({ft.get('registry_http', 0.0) * 1000:.0f} ms), gpg "
+        f"{ft.get('gpg_sign', 0.0) * 1000:.0f} ms, sign_image "
+        f"{ft.get('sign_image', 0.0) * 1000:.0f} ms, .att+.sbom "
+        f"{ft.get('attach_att_sbom', 0.0) * 1000:.0f} ms")
     print("  one offline verify as the log grows: " + ", ".join(
         f"{c['signed_heads']} heads {c['offline_verify_seconds']:.3f} s" for c in f["curve"]))
     print()

@@ -131,3 +131,21 @@ def test_recipe_tests_catch_a_server_that_serves_the_wrong_thing(
     leftovers = subprocess.run(["podman", "ps", "-a", "--format", "{{.Names}}"],
                                capture_output=True, text=True, check=True).stdout
     assert "alicorn-test-" not in leftovers
+
+
+def test_podman_pulls_the_signed_image_and_refuses_an_unsigned_copy(
+        rpm_pony: dict[str, Any], shared_cli: Cli) -> None:
+    """Starting the registry made podman require the build service's signature for it."""
+    addr = rpm_pony["image"].split("/")[0]
+    layout = shared_cli.home / "images" / rpm_pony["digest"].split(":")[1]
+    pulled = subprocess.run(["podman", "pull", rpm_pony["image"]], capture_output=True,
+                            text=True)
+    assert pulled.returncode == 0, pulled.stderr
+    copy = f"{addr}/pony-rpm-unsigned:1"
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                    f"oci:{layout}:latest", f"docker://{copy}"], check=True,
+                   capture_output=True)
+    subprocess.run(["podman", "rmi", "-f", copy], capture_output=True)
+    refused = subprocess.run(["podman", "pull", copy], capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "A signature was required, but no signature exists" in refused.stderr
