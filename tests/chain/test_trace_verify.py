@@ -266,3 +266,34 @@ def test_rotation_keeps_old_builds_verifiable(home: Cli, pony_git: dict[str, Any
     after = home("keys", "list", check=True).stdout
     assert "retired" in after and after.count("\n") == before.count("\n") + 1
     assert _verify(home, pony_git["digest"], "--offline")[0] == 0
+
+
+def test_an_evidence_bundle_verifies_offline_with_the_pinned_key(
+        home: Cli, pony_git: dict[str, Any], tmp_path: Path) -> None:
+    import base64
+
+    bundle = tmp_path / "evidence.json"
+    home("trace", pony_git["digest"], "--offline", "--bundle", str(bundle), check=True)
+    home("keys", "export", str(tmp_path / "pub"), check=True)
+    pems = [str(p) for p in (tmp_path / "pub").glob("*.pem")]
+    assert (tmp_path / "pub" / "tree-heads.json").is_file()
+    elsewhere = Cli(tmp_path / "no-store")  # another machine: no store, no registry
+    keys = [a for pem in pems for a in ("--key", pem)]
+    rc, report = elsewhere.json("verify", pony_git["digest"], "--bundle", str(bundle), *keys)
+    assert rc == 0 and report["verified"], report
+    assert not (tmp_path / "no-store" / "alicorn.db").exists()
+
+    data = json.loads(bundle.read_text())
+    log = base64.b64decode(data["files"]["build.log"]) + b"an extra line\n"
+    data["files"]["build.log"] = base64.b64encode(log).decode()
+    (tmp_path / "tampered.json").write_text(json.dumps(data))
+    rc, report = elsewhere.json("verify", "--bundle", str(tmp_path / "tampered.json"), *keys)
+    assert rc == 1 and report["broken"] == "build log"
+
+    from alicorn.chain.keys import KeyRing
+    other = KeyRing(tmp_path / "other").current()
+    (tmp_path / "other.pem").write_text(other.public.pem)
+    rc, report = elsewhere.json("verify", "--bundle", str(bundle), "--key",
+                                str(tmp_path / "other.pem"))
+    assert rc == 1 and report["broken"] == "transparency log"
+    assert "not one of the trusted keys" in report["checks"][0]["detail"]

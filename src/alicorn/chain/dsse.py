@@ -5,12 +5,18 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from alicorn.chain.keys import KeyRing, SigningKey
+from alicorn.chain.keys import PublicKey, SigningKey
 from alicorn.errors import Error
 
 INTOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+
+
+class KeyLookup(Protocol):
+    """Where verification finds a public key by id (a KeyRing, or keys a verifier pinned)."""
+
+    def find(self, key_id: str) -> PublicKey: ...
 
 
 class EnvelopeError(Error):
@@ -43,7 +49,7 @@ class Verified:
         return json.loads(self.payload)
 
 
-def verify(envelope: dict[str, Any], keys: KeyRing) -> Verified:
+def verify(envelope: dict[str, Any], keys: KeyLookup) -> Verified:
     """Check the envelope's signatures against the key ring; returns the payload."""
     try:
         payload = base64.b64decode(envelope["payload"], validate=True)

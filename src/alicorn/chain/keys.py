@@ -69,6 +69,34 @@ class PublicKey:
         return key
 
 
+class PinnedKeys:
+    """Public keys a verifier chose to trust, looked up like a KeyRing's."""
+
+    def __init__(self, keys: list[PublicKey]):
+        self.keys = {k.key_id: k for k in keys}
+
+    def find(self, key_id: str) -> PublicKey:
+        try:
+            return self.keys[key_id]
+        except KeyError:
+            raise SigningKeyError(f"key {key_id[:16]}… is not one of the trusted keys",
+                                  hint="pass the build service's public key with --key") from None
+
+    @classmethod
+    def from_pem_files(cls, paths: list[Path]) -> PinnedKeys:
+        keys = []
+        for path in paths:
+            try:
+                pem = path.read_text()
+                public = serialization.load_pem_public_key(pem.encode())
+            except (OSError, ValueError) as e:
+                raise SigningKeyError(f"{path}: not a PEM public key: {e}") from e
+            if not isinstance(public, ec.EllipticCurvePublicKey):
+                raise SigningKeyError(f"{path}: not an ECDSA public key")
+            keys.append(PublicKey(key_id=key_id_of(public), pem=pem, created=0))
+        return cls(keys)
+
+
 class SigningKey:
     def __init__(self, private: ec.EllipticCurvePrivateKey, created: int):
         self._private = private

@@ -184,7 +184,11 @@ def _build_for(settings: Settings, ident: str) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 @click.option("--log", "show_log", is_flag=True, help="Print the build log too.")
 @click.option("--offline", is_flag=True, help="Do not ask the registry.")
-def trace(ident: str, as_json: bool, show_log: bool, offline: bool) -> None:
+@click.option("--bundle", type=click.Path(path_type=Path, dir_okay=False),
+              help="Also write an evidence bundle: what `alicorn verify --bundle` needs to "
+                   "check the chain on another machine, offline.")
+def trace(ident: str, as_json: bool, show_log: bool, offline: bool,
+          bundle: Path | None) -> None:
     """Walk back from an image DIGEST (or build id, or image reference) to its inputs and log."""
     from alicorn.chain.record import BUILD_LOG, PROVENANCE, BuildFiles
     from alicorn.chain.verify import Verifier
@@ -192,7 +196,13 @@ def trace(ident: str, as_json: bool, show_log: bool, offline: bool) -> None:
     settings = _settings()
     row = _build_for(settings, ident)
     files = BuildFiles(settings.build_dir(row.id))
-    report = Verifier(settings, registry=not offline).verify(row)
+    verifier = Verifier(settings, registry=not offline)
+    report = verifier.verify(row)
+    if bundle is not None:
+        from alicorn.chain.bundle import make_bundle
+        data_ = make_bundle(row, files, verifier.log, verifier.keys.public_keys())
+        bundle.write_text(json.dumps(data_, sort_keys=True))
+        err.print(f"evidence bundle written to {bundle}", highlight=False)
     record = files.record() if files.path("record.json").exists() else {}
     envelope = json.loads(files.read(PROVENANCE)) if files.path(PROVENANCE).exists() else None
     data = {
@@ -253,20 +263,29 @@ def _print_checks(report: Any) -> None:
 
 
 @cli.command()
-@click.argument("ident")
+@click.argument("ident", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--offline", is_flag=True, help="Do not ask the registry.")
+@click.option("--bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Check an evidence bundle (from `trace --bundle`) instead, with no store.")
+@click.option("--key", "key_files", multiple=True, type=click.Path(path_type=Path,
+              dir_okay=False, exists=True), help="Trust only this public key (PEM); repeatable.")
 @click.option("--witness", "witness", type=click.Path(path_type=Path, dir_okay=False),
               help="Tree heads a witness kept (JSON list or one head): each must be a prefix.")
 @click.option("--rebuild", is_flag=True, help="Also rebuild from the recorded inputs and "
                                               "compare the image bit for bit.")
-def verify(ident: str, as_json: bool, offline: bool, witness: Path | None,
-           rebuild: bool) -> None:
+def verify(ident: str | None, as_json: bool, offline: bool, bundle: Path | None,
+           key_files: tuple[Path, ...], witness: Path | None, rebuild: bool) -> None:
     """Check every link from an image DIGEST or IMAGE_REF back to its inputs; exit 0 only if
     all hold."""
     from alicorn.chain.translog import SignedTreeHead
     from alicorn.chain.verify import Verifier
 
+    if bundle is not None:
+        _verify_bundle(bundle, key_files, ident, as_json)
+        return
+    if ident is None:
+        raise BadInput("name an image digest or reference, or give --bundle FILE")
     settings = _settings()
     row = _build_for(settings, ident)
     witnessed = []
@@ -287,6 +306,28 @@ def verify(ident: str, as_json: bool, offline: bool, witness: Path | None,
                           "checks": [vars(c) for c in report.checks]}, sort_keys=True))
     else:
         _print_checks(report)
+    if not report.verified:
+        sys.exit(EXIT_FAILED)
+
+
+def _verify_bundle(path: Path, key_files: tuple[Path, ...], ident: str | None,
+                   as_json: bool) -> None:
+    from alicorn.chain.bundle import verify_bundle
+    from alicorn.chain.keys import PinnedKeys
+
+    pinned = PinnedKeys.from_pem_files(list(key_files)) if key_files else None
+    report, notes = verify_bundle(path.read_bytes(), pinned)
+    if ident is not None and ident.strip() != report.digest:
+        report.add("digest", False, f"the bundle is about {report.digest}, not {ident}")
+    if as_json:
+        print(json.dumps({"digest": report.digest, "build_id": report.build_id,
+                          "verified": report.verified, "notes": notes,
+                          "broken": report.broken.link if report.broken else None,
+                          "checks": [vars(c) for c in report.checks]}, sort_keys=True))
+    else:
+        _print_checks(report)
+        for note in notes:
+            err.print(f"note: {note}", highlight=False)
     if not report.verified:
         sys.exit(EXIT_FAILED)
 
@@ -365,6 +406,32 @@ def keys_list() -> None:
     for k in KeyRing(_settings().keys_dir).public_keys():
         out.print(f"{k.key_id} created {k.created}"
                   + (f" retired {k.retired}" if k.retired else " (signing)"), highlight=False)
+
+
+@keys.command("export")
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False))
+def keys_export(directory: Path) -> None:
+    """Write the public keys (every one, retired too) and the signed tree heads to DIRECTORY,
+    for verifiers and witnesses."""
+    import shutil
+
+    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.translog import TransparencyLog
+
+    settings = _settings()
+    ring = KeyRing(settings.keys_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    for key in ring.public_keys():
+        (directory / f"{key.key_id}.pem").write_text(key.pem)
+    shutil.copy(ring.index, directory / "keys.json")
+    for name in ("gpg-pubring.gpg", "gpg-pubring.asc"):
+        if (ring.public_dir / name).exists():
+            shutil.copy(ring.public_dir / name, directory / name)
+    heads = TransparencyLog(settings.database_url, ring).heads()
+    (directory / "tree-heads.json").write_text(
+        json.dumps([h.to_json() for h in heads], indent=2) + "\n")
+    out.print(f"{len(ring.public_keys())} key(s) and {len(heads)} tree head(s) in {directory}",
+              highlight=False)
 
 
 @keys.command("rotate")
