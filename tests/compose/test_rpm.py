@@ -157,15 +157,23 @@ def test_compose_pony(pony_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     before = snapshot(rootfs)
     packages = composer.packages(rootfs)
     assert snapshot(rootfs) == before, "packages() must not change the composed root"
+    def sha(name: str, version: str) -> str:
+        """The sha256 of the package file in the repository, as the build must record it."""
+        rpm_file = next((pony_dir / "repo").rglob(f"{name}-{version}.*.rpm"))
+        return "sha256:" + hashlib.sha256(rpm_file.read_bytes()).hexdigest()
+
     assert packages == [
         Package(type="rpm", name="busybox", version="1.35.0-2.fc40", arch="x86_64",
                 source="busybox-1.35.0-2.fc40.src.rpm",
+                checksum=sha("busybox", "1.35.0-2.fc40"),
                 purl="pkg:rpm/alicorn/busybox@1.35.0-2.fc40?arch=x86_64&distro=pony-40"),
         Package(type="rpm", name="pony-content", version="1.0-1.fc40", arch="noarch",
                 source="pony-content-1.0-1.fc40.src.rpm",
+                checksum=sha("pony-content", "1.0-1.fc40"),
                 purl="pkg:rpm/alicorn/pony-content@1.0-1.fc40?arch=noarch&distro=pony-40"),
         Package(type="rpm", name="pony-filesystem", version="3.18-1.fc40", arch="noarch",
                 source="pony-filesystem-3.18-1.fc40.src.rpm",
+                checksum=sha("pony-filesystem", "3.18-1.fc40"),
                 purl="pkg:rpm/alicorn/pony-filesystem@3.18-1.fc40?arch=noarch&distro=pony-40"),
     ]
 

@@ -8,6 +8,7 @@ down in :meth:`RpmComposer.compose` and the helpers it calls.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import platform
 import re
@@ -16,6 +17,7 @@ import sqlite3
 import tempfile
 import threading
 import urllib.parse
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -331,6 +333,9 @@ class RpmComposer(Composer):
         with _rpmdb(rootfs, self.ctx.workdir) as (rpm, ts):
             headers = [_header_fields(rpm, h) for h in ts.dbMatch()]
         os_id = _os_release_id(rootfs)
+        wanted = {(h["name"], str(h["epoch"] or 0), h["version"], h["release"], h["arch"])
+                  for h in headers}
+        sums = _repo_checksums(self.ctx.cache_dir, wanted)
         out = []
         for h in headers:
             if h["name"] == "gpg-pubkey":
@@ -345,7 +350,9 @@ class RpmComposer(Composer):
                 qualifiers["epoch"] = str(epoch)
             out.append(Package(
                 type="rpm", name=h["name"], version=version, arch=h["arch"],
-                source=h["sourcerpm"], checksum=None,
+                source=h["sourcerpm"],
+                checksum=sums.get((h["name"], str(h["epoch"] or 0), h["version"],
+                                   h["release"], h["arch"])),
                 purl=_purl(namespace, h["name"], evr, qualifiers),
             ))
         return sorted(out)
@@ -529,3 +536,48 @@ def _purl(namespace: str, name: str, version: str, qualifiers: dict[str, str]) -
     quals = "&".join(f"{k}={enc(v, safe='')}" for k, v in sorted(qualifiers.items()) if v)
     purl = f"pkg:rpm/{enc(namespace)}/{enc(name)}@{enc(version, safe='')}"
     return f"{purl}?{quals}" if quals else purl
+
+
+_NS_REPO = "{http://linux.duke.edu/metadata/repo}"
+_NS_COMMON = "{http://linux.duke.edu/metadata/common}"
+NEVRA = tuple[str, str, str, str, str]
+
+
+def _repo_checksums(cache_dir: Path, wanted: set[NEVRA]) -> dict[NEVRA, str]:
+    """``sha256:<hex>`` of each wanted package file, as the repositories' primary metadata that
+    dnf used (in its cache, current per repomd.xml) states it; the repomd.xml digests are the
+    build's recorded inputs, so these checksums are tied to them."""
+    found: dict[NEVRA, str] = {}
+    for repomd in sorted(cache_dir.glob("*/repodata/repomd.xml")):
+        try:
+            root = ET.parse(repomd).getroot()
+        except (OSError, ET.ParseError):
+            continue
+        for data in root.iter(f"{_NS_REPO}data"):
+            location = data.find(f"{_NS_REPO}location")
+            if data.get("type") != "primary" or location is None:
+                continue
+            primary = repomd.parent.parent / str(location.get("href"))
+            try:
+                _read_primary(primary, wanted, found)
+            except (OSError, ET.ParseError, EOFError, gzip.BadGzipFile):
+                continue
+    return found
+
+
+def _read_primary(path: Path, wanted: set[NEVRA], found: dict[NEVRA, str]) -> None:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        for _event, elem in ET.iterparse(f):
+            if elem.tag != f"{_NS_COMMON}package":
+                continue
+            version = elem.find(f"{_NS_COMMON}version")
+            checksum = elem.find(f"{_NS_COMMON}checksum")
+            if version is not None and checksum is not None and \
+                    checksum.get("type") == "sha256" and checksum.text:
+                key = (elem.findtext(f"{_NS_COMMON}name", ""), version.get("epoch", "0"),
+                       version.get("ver", ""), version.get("rel", ""),
+                       elem.findtext(f"{_NS_COMMON}arch", ""))
+                if key in wanted:
+                    found[key] = "sha256:" + checksum.text.strip()
+            elem.clear()
