@@ -30,13 +30,10 @@ import contextlib
 import copy
 import enum
 import fcntl
-import gzip
-import io
 import json
 import os
 import re
 import shutil
-import tarfile
 import tempfile
 import time
 import urllib.parse
@@ -60,10 +57,10 @@ from alicorn.chain.sigstore import (
     registries_d_file,
     split_reference,
 )
-from alicorn.digest import Digest, canonical_json
+from alicorn.digest import Digest
 from alicorn.errors import ToolError
 from alicorn.proc import BuildLog, run, which
-from alicorn.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
+from alicorn.registry.client import RegistryClient, push_tiny_image
 
 UID = "Alicorn build service <builds@alicorn.invalid>"
 KEY_ALGORITHM = "ed25519"            # gpgme-backed containers/image verifies it (see above)
@@ -890,23 +887,5 @@ def _probe(addr: str, lookaside_dir: Path, *, log: BuildLog | None = None) -> tu
 
 def _push_probe_image(client: RegistryClient) -> tuple[bytes, Digest]:
     """A one-file image, always the same, as ``PROBE_REPOSITORY:probe``."""
-    data = b"alicorn checks that podman verifies GPG signatures\n"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("alicorn-probe")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        tar.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(buf.getvalue(), mtime=0)
-    config = canonical_json({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(buf.getvalue()))]}})
-    client.push_blob(PROBE_REPOSITORY, layer)
-    client.push_blob(PROBE_REPOSITORY, config)
-    manifest = canonical_json({
-        "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": str(Digest.of_bytes(config)), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": str(Digest.of_bytes(layer)), "size": len(layer)}]})
-    return manifest, client.push_manifest(PROBE_REPOSITORY, "probe", manifest,
-                                          MEDIA_OCI_MANIFEST)
+    return push_tiny_image(client, PROBE_REPOSITORY, "probe",
+                           b"alicorn checks that podman verifies GPG signatures\n")

@@ -18,12 +18,9 @@ import base64
 import binascii
 import contextlib
 import fcntl
-import gzip
-import io
 import json
 import os
 import re
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -45,7 +42,7 @@ from alicorn.chain.keys import KeyRing, PublicKey, SigningKey
 from alicorn.digest import Digest, canonical_json
 from alicorn.errors import Error, RegistryError
 from alicorn.proc import BuildLog, run, which
-from alicorn.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
+from alicorn.registry.client import RegistryClient, push_tiny_image
 
 SIGNATURE_TYPE = "cosign container image signature"
 CREATOR = "alicorn"
@@ -500,22 +497,5 @@ def _probe(client: RegistryClient, *, log: BuildLog | None = None,
 
 def _push_probe_image(client: RegistryClient) -> Digest:
     """A one-file image, always the same, in :data:`PROBE_REPOSITORY`."""
-    data = b"alicorn checks that podman verifies sigstore signatures\n"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("alicorn-probe")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        tar.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(buf.getvalue(), mtime=0)
-    config = canonical_json({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(buf.getvalue()))]}})
-    client.push_blob(PROBE_REPOSITORY, layer)
-    client.push_blob(PROBE_REPOSITORY, config)
-    manifest = canonical_json({
-        "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": str(Digest.of_bytes(config)), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": str(Digest.of_bytes(layer)), "size": len(layer)}]})
-    return client.push_manifest(PROBE_REPOSITORY, "probe", manifest, MEDIA_OCI_MANIFEST)
+    return push_tiny_image(client, PROBE_REPOSITORY, "probe",
+                           b"alicorn checks that podman verifies sigstore signatures\n")[1]

@@ -12,9 +12,12 @@ publishes to accept anonymous pushes on loopback.
 
 from __future__ import annotations
 
+import gzip
+import io
 import ipaddress
 import json
 import re
+import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -23,7 +26,7 @@ from email.message import Message
 from http.client import HTTPResponse
 from typing import IO, Any
 
-from alicorn.digest import Digest, is_digest
+from alicorn.digest import Digest, canonical_json, is_digest
 from alicorn.errors import RegistryError
 
 MEDIA_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -256,3 +259,27 @@ def _next_link(link: str | None) -> str | None:
         return None
     parts = urllib.parse.urlsplit(m.group(1))
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def push_tiny_image(client: RegistryClient, repository: str, tag: str,
+                    text: bytes) -> tuple[bytes, Digest]:
+    """Push a one-file image, always the same for the same ``text``; returns its manifest and
+    digest.  Used to probe what podman on this host does with a registry's images."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("alicorn-probe")
+        info.size, info.mtime, info.mode = len(text), 0, 0o644
+        tar.addfile(info, io.BytesIO(text))
+    layer = gzip.compress(buf.getvalue(), mtime=0)
+    config = canonical_json({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(buf.getvalue()))]}})
+    client.push_blob(repository, layer)
+    client.push_blob(repository, config)
+    manifest = canonical_json({
+        "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": str(Digest.of_bytes(config)), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": str(Digest.of_bytes(layer)), "size": len(layer)}]})
+    return manifest, client.push_manifest(repository, tag, manifest, MEDIA_OCI_MANIFEST)
