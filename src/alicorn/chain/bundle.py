@@ -23,7 +23,7 @@ from alicorn.chain.record import (
     RECORD,
     SPDX,
     BuildFiles,
-    inputs_entry,
+    inputs_entry_of,
 )
 from alicorn.chain.translog import SignedTreeHead, TransparencyLog, verify_head, verify_inclusion
 from alicorn.chain.verify import Report
@@ -95,13 +95,7 @@ def verify_bundle(raw: bytes, pinned: PinnedKeys | None) -> tuple[Report, list[s
             logged = base64.b64decode(b["inputs"]["data"], validate=True)
             verify_inclusion(logged, int(b["inputs"]["index"]),
                              [bytes.fromhex(h) for h in b["inputs"]["proof"]], head)
-            src = record["source"]
-            expected = inputs_entry(record["build_id"], record["argv"],
-                                    {"url": src["url"], "ref": src["ref"],
-                                     "commit": src["commit"]},
-                                    {"path": record["recipe"]["path"],
-                                     "digest": record["recipe"]["digest"]}, record["inputs"])
-            if logged != expected:
+            if logged != inputs_entry_of(record):
                 raise Error("the inputs logged before the build differ from the record's")
     except (Error, ValueError, KeyError) as e:
         report.add("transparency log", False, e.diagnostics() if isinstance(e, Error) else

@@ -71,5 +71,15 @@ def inputs_entry(build_id: str, argv: list[str], source: dict[str, Any],
                            "source": source, "recipe": recipe, "inputs": inputs})
 
 
+def inputs_entry_of(record: dict[str, Any]) -> bytes:
+    """The inputs entry a sealed record implies: it must equal the one logged before the
+    build composed anything."""
+    src = record["source"]
+    return inputs_entry(record["build_id"], record["argv"],
+                        {"url": src["url"], "ref": src["ref"], "commit": src["commit"]},
+                        {"path": record["recipe"]["path"], "digest": record["recipe"]["digest"]},
+                        record["inputs"])
+
+
 def record_bytes(record: dict[str, Any]) -> bytes:
     return canonical_json({"type": RECORD_TYPE, **record})

@@ -30,7 +30,7 @@ from alicorn.chain.record import (
     RECORD,
     SPDX,
     BuildFiles,
-    inputs_entry,
+    inputs_entry_of,
 )
 from alicorn.chain.translog import (
     SignedTreeHead,
@@ -139,10 +139,7 @@ class Verifier:
             logged = self.log.entry(row.inputs_index)
             verify_inclusion(logged, row.inputs_index,
                              self.log.inclusion_proof(row.inputs_index, head.tree_size), head)
-            expected = inputs_entry(row.id, record["argv"], _source_of(record),
-                                    {"path": record["recipe"]["path"],
-                                     "digest": record["recipe"]["digest"]}, record["inputs"])
-            if logged != expected:
+            if logged != inputs_entry_of(record):
                 report.add("transparency log", False,
                            f"the inputs logged before the build (entry {row.inputs_index}) "
                            "differ from the sealed record's")
@@ -327,11 +324,6 @@ class Verifier:
         report.add("registry", True, f"{addr}/{name}@{digest}: sigstore signature by key "
                                      f"{key_id[:16]}…, GPG signature by {gpg.fingerprint[-16:]}, "
                                      "attestation and SBOMs match")
-
-
-def _source_of(record: dict[str, Any]) -> dict[str, Any]:
-    src = record["source"]
-    return {"url": src["url"], "ref": src["ref"], "commit": src["commit"]}
 
 
 def _blob(blobs: Path, digest: Digest, what: str) -> bytes:
