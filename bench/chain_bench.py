@@ -700,6 +700,11 @@ class Run:
                               text=True, stdin=subprocess.DEVNULL)
         if down.returncode != 0:
             problems.append(f"alicorn down failed: {down.stderr.strip()}")
+        # GPG signing (when the tree has it) starts a gpg-agent for this home that outlives us.
+        gpg_home = self.home / "keys" / "gpg"
+        if gpg_home.is_dir() and shutil.which("gpgconf"):
+            subprocess.run(["gpgconf", "--homedir", str(gpg_home), "--kill", "gpg-agent"],
+                           capture_output=True, stdin=subprocess.DEVNULL)
         try:
             port = json.loads((self.home / "config.json").read_text())["registry_port"]
             path = Path("/etc/containers/registries.conf.d") / \

@@ -11,6 +11,7 @@ sha256 of the public key's DER (SubjectPublicKeyInfo).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -36,6 +37,11 @@ def key_id_of(public: ec.EllipticCurvePublicKey) -> str:
     return Digest.of_bytes(der).hex
 
 
+@functools.lru_cache(maxsize=64)
+def _load_public_pem(pem: str) -> object:
+    return serialization.load_pem_public_key(pem.encode())
+
+
 @dataclass(frozen=True)
 class PublicKey:
     key_id: str
@@ -44,7 +50,7 @@ class PublicKey:
     retired: int | None = None   # when it stopped signing; it still verifies what it signed
 
     def _key(self) -> ec.EllipticCurvePublicKey:
-        key = serialization.load_pem_public_key(self.pem.encode())
+        key = _load_public_pem(self.pem)
         if not isinstance(key, ec.EllipticCurvePublicKey):
             raise SigningKeyError(f"key {self.key_id} is not an ECDSA key")
         return key
@@ -127,14 +133,23 @@ class KeyRing:
         self.index = directory / "keys.json"
 
     # -- public side: anyone may read ---------------------------------------------------------
+    _cache: tuple[tuple[int, int], list[PublicKey]] | None = None
+
     def public_keys(self) -> list[PublicKey]:
-        if not self.index.exists():
+        try:
+            st = self.index.stat()
+        except FileNotFoundError:
             return []
+        stamp = (st.st_mtime_ns, st.st_size)
+        if self._cache is not None and self._cache[0] == stamp:
+            return list(self._cache[1])  # parsing PEM for every lookup is most of a verify
         try:
             data = json.loads(self.index.read_text())
-            return [PublicKey.from_json(k) for k in data["keys"]]
+            keys = [PublicKey.from_json(k) for k in data["keys"]]
         except (OSError, ValueError, KeyError) as e:
             raise SigningKeyError(f"the key index {self.index} is unreadable: {e}") from e
+        self._cache = (stamp, keys)
+        return list(keys)
 
     def find(self, key_id: str) -> PublicKey:
         for key in self.public_keys():

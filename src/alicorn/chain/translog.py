@@ -580,6 +580,14 @@ class TransparencyLog:
                                                       heads.c.timestamp.desc()).limit(1)).first()
         return None if row is None else _head_of(row._mapping)
 
+    def head_covering(self, index: int) -> SignedTreeHead | None:
+        """The first head signed over a tree holding entry ``index`` (the head signed when it
+        was appended), or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(heads).where(heads.c.tree_size > index)
+                               .order_by(heads.c.tree_size, heads.c.timestamp).limit(1)).first()
+        return None if row is None else _head_of(row._mapping)
+
     def heads(self) -> list[SignedTreeHead]:
         """Every head the log signed, by size, then time."""
         with self._connect() as conn:

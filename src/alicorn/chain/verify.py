@@ -124,8 +124,11 @@ class Verifier:
             report.add("transparency log", False, "the log has no signed tree head")
             raise _Broken
         verify_head(head, self.keys.find(head.key_id))
-        # Every head ever signed, and every head a witness kept, must be a prefix of this one.
-        for old in [*self.log.heads(), *self.witnessed]:
+        # The head signed when the record was sealed, and every head a witness kept, must be
+        # prefixes of the latest: the record was logged then, and nothing was rewritten since.
+        # (Every head of the log at once is `alicorn log check`'s audit, not one image's.)
+        sealed = self.log.head_covering(row.record_index)
+        for old in [*([sealed] if sealed else []), *self.witnessed]:
             verify_head(old, self.keys.find(old.key_id))
             if old.tree_size <= head.tree_size:
                 verify_consistency(old, head, self.log.consistency_proof(old.tree_size,
