@@ -279,6 +279,8 @@ def _split_targets() -> list[tuple[Any, str, str]]:
         (v, "_blob", "layer hashing (sha256 + inflate)"),
         (TransparencyLog, "latest_head", "log reads (heads)"),
         (TransparencyLog, "heads", "log reads (heads)"),
+        *([(TransparencyLog, "head_covering", "log reads (heads)")]
+          if hasattr(TransparencyLog, "head_covering") else []),
         (TransparencyLog, "consistency_proof", "log proofs: consistency, every head"),
         (v, "verify_consistency", "log proofs: consistency, every head"),
         (TransparencyLog, "inclusion_proof", "log proofs: inclusion (record, inputs)"),

@@ -653,11 +653,13 @@ def worker(once: bool, idle_exit: float | None) -> None:
 @cli.command()
 def down() -> None:
     """Stop the local worker and the local registry."""
+    from alicorn.chain.gpgsign import GpgKeyRing
     from alicorn.registry.local import Registry
     from alicorn.worker.local import stop_worker
     settings = _settings()
     w = stop_worker(settings)
     r = Registry(settings).stop()
+    GpgKeyRing(settings.keys_dir).stop_agent()  # signing started it; it would outlive us
     out.print(f"worker {'stopped' if w else 'not running'}, "
               f"registry {'stopped' if r else 'not running'}")
 
