@@ -43,8 +43,6 @@ from alicorn.store.builds import DONE, FAILED, BuildStore
 from alicorn.store.models import BuildRow
 
 BUILDER_ID = f"alicorn/{__version__}"
-STEPS = ("source", "recipe", "inputs", "compose", "artifacts", "files", "layer", "image",
-         "provenance", "publish")
 
 
 @dataclass

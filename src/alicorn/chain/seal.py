@@ -7,7 +7,6 @@ whose signed head then covers them.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,6 +94,3 @@ def package_json(p: Package) -> dict[str, Any]:
 def envelope_digest(envelope: dict[str, Any]) -> str:
     return str(Digest.of_bytes(canonical_json(envelope)))
 
-
-def load_json(data: bytes) -> Any:
-    return json.loads(data)
