@@ -94,6 +94,11 @@ def run_demo(settings: Settings, *, port: int | None, example: Path | None,
     if not same:
         raise Error("the second build of the same inputs gave another digest")
 
+    console.print(f"$ alicorn verify {first['digest']}", highlight=False, style="bold")
+    verified = subprocess.run([sys.executable, "-m", "alicorn", "verify", first["digest"]])
+    if verified.returncode != 0:
+        raise Error("the pony's chain of identity does not verify")
+
     console.print(f"$ alicorn test {first['build_id']}", highlight=False, style="bold")
     tested = subprocess.run([sys.executable, "-m", "alicorn", "test", first["build_id"]])
     if tested.returncode != 0:
