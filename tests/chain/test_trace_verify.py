@@ -297,3 +297,15 @@ def test_an_evidence_bundle_verifies_offline_with_the_pinned_key(
                                 str(tmp_path / "other.pem"))
     assert rc == 1 and report["broken"] == "transparency log"
     assert "not one of the trusted keys" in report["checks"][0]["detail"]
+
+
+def test_every_build_of_one_image_stays_verifiable(home: Cli, pony_git: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """A rebuild of the same image adds its attestation next to the earlier build's."""
+    url = json.loads(home("show", pony_git["build_id"], "--json",
+                          check=True).stdout)["source"]["url"]
+    rc, again = home.json("build", url, "--ref", "main", "--recipe", "pony.yaml", "--no-cache")
+    assert rc == 0 and again["digest"] == pony_git["digest"], again
+    for build in (pony_git["build_id"], again["build_id"]):
+        rc, report = home.json("verify", build)
+        assert rc == 0, report["checks"]

@@ -319,7 +319,9 @@ class Build:
         registry = Registry(self.settings)
         ref = registry.push(layout, recipe.name, recipe.tag, digest, log=log)
         client = RegistryClient(self.settings.registry)
-        attach.attach(client, recipe.name, digest, attach.ATT, [
+        # One attestation per build: a rebuild of the same image adds its own, and the
+        # earlier builds' stay verifiable.  (The SBOMs of one image are the same bytes.)
+        attach.append(client, recipe.name, digest, attach.ATT, [
             (canonical_json(envelope), attach.MEDIA_DSSE,
              {"predicateType": "https://slsa.dev/provenance/v1"})])
         attach.attach(client, recipe.name, digest, attach.SBOM, [
