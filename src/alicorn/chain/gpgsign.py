@@ -53,6 +53,8 @@ from alicorn.chain.sigstore import (
     SignatureError,
     _is_ours,
     _locked,
+    _parse_policy,
+    _replace,
     _shadowing,
     registries_d_file,
     split_reference,
@@ -677,32 +679,6 @@ def _read_text(path: Path) -> str:
                                "before installing Alicorn's policy") from e
     except OSError as e:
         raise PolicyError(f"cannot read {path}: {e.strerror}", where=str(path)) from e
-
-
-def _parse_policy(text: str, path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except ValueError as e:
-        raise PolicyError(f"not valid JSON: {e}", where=str(path),
-                          hint="podman refuses every pull until it is fixed") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("transports", {}), dict) \
-            or not isinstance(doc.get("transports", {}).get("docker", {}), dict):
-        raise PolicyError("not a containers-policy.json(5) document", where=str(path))
-    return doc
-
-
-def _replace(path: Path, text: str, *, mode: int) -> None:
-    """Replace ``path`` atomically: podman may read it at any moment."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # -- editing policy.json in place -------------------------------------------------------------

@@ -385,15 +385,19 @@ def _read_policy(path: Path) -> dict[str, Any]:
         return {"default": [{"type": "insecureAcceptAnything"}]}
     except OSError as e:
         raise PolicyError(f"cannot read {path}: {e.strerror}", where=str(path)) from e
+    return _parse_policy(text, path)
+
+
+def _parse_policy(text: str, path: Path) -> dict[str, Any]:
     try:
-        policy = json.loads(text)
+        doc = json.loads(text)
     except ValueError as e:
         raise PolicyError(f"not valid JSON: {e}", where=str(path),
                           hint="podman refuses every pull until it is fixed") from e
-    if not isinstance(policy, dict) or not isinstance(policy.get("transports", {}), dict) \
-            or not isinstance(policy.get("transports", {}).get("docker", {}), dict):
+    if not isinstance(doc, dict) or not isinstance(doc.get("transports", {}), dict) \
+            or not isinstance(doc.get("transports", {}).get("docker", {}), dict):
         raise PolicyError("not a containers-policy.json(5) document", where=str(path))
-    return policy
+    return doc
 
 
 def _write_policy(path: Path, policy: dict[str, Any]) -> None:
@@ -406,7 +410,12 @@ def _write_policy(path: Path, policy: dict[str, Any]) -> None:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=".policy.", suffix=".json", dir=path.parent)
+    _replace(path, text, mode=mode)
+
+
+def _replace(path: Path, text: str, *, mode: int) -> None:
+    """Replace ``path`` atomically: podman may read it at any moment."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
