@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gzip
-import io
 import json
 import re
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +54,7 @@ from alicorn.chain.sigstore import (
 from alicorn.config import Settings, load_settings
 from alicorn.digest import Digest, canonical_json
 from alicorn.errors import RegistryError
-from alicorn.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
+from alicorn.registry.client import MEDIA_OCI_MANIFEST, RegistryClient, tiny_image
 from alicorn.registry.local import Registry
 from conftest import Cli, require
 
@@ -90,22 +87,7 @@ class World:
 
 def tiny_layout(root: Path, text: str, tag: str = "1") -> tuple[Path, Digest]:
     """A one-file OCI image layout (a few hundred bytes)."""
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        data = text.encode()
-        info = tarfile.TarInfo("hello.txt")
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        tar.addfile(info, io.BytesIO(data))
-    layer = gzip.compress(raw.getvalue(), mtime=0)
-    config = canonical_json({"architecture": "amd64", "os": "linux", "config": {},
-                             "rootfs": {"type": "layers",
-                                        "diff_ids": [str(Digest.of_bytes(raw.getvalue()))]}})
-    manifest = canonical_json({
-        "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": str(Digest.of_bytes(config)), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": str(Digest.of_bytes(layer)), "size": len(layer)}]})
+    layer, config, manifest = tiny_image(text.encode(), filename="hello.txt")
     blobs = root / "blobs" / "sha256"
     blobs.mkdir(parents=True)
     for blob in (layer, config, manifest):

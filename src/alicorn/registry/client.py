@@ -261,25 +261,31 @@ def _next_link(link: str | None) -> str | None:
     return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
-def push_tiny_image(client: RegistryClient, repository: str, tag: str,
-                    text: bytes) -> tuple[bytes, Digest]:
-    """Push a one-file image, always the same for the same ``text``; returns its manifest and
-    digest.  Used to probe what podman on this host does with a registry's images."""
+def tiny_image(text: bytes, *, filename: str = "alicorn-probe") -> tuple[bytes, bytes, bytes]:
+    """A one-file image, always the same for the same arguments: (layer, config, manifest)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("alicorn-probe")
+        info = tarfile.TarInfo(filename)
         info.size, info.mtime, info.mode = len(text), 0, 0o644
         tar.addfile(info, io.BytesIO(text))
     layer = gzip.compress(buf.getvalue(), mtime=0)
     config = canonical_json({
         "architecture": "amd64", "os": "linux", "config": {},
         "rootfs": {"type": "layers", "diff_ids": [str(Digest.of_bytes(buf.getvalue()))]}})
-    client.push_blob(repository, layer)
-    client.push_blob(repository, config)
     manifest = canonical_json({
         "schemaVersion": 2, "mediaType": MEDIA_OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": str(Digest.of_bytes(config)), "size": len(config)},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                     "digest": str(Digest.of_bytes(layer)), "size": len(layer)}]})
+    return layer, config, manifest
+
+
+def push_tiny_image(client: RegistryClient, repository: str, tag: str,
+                    text: bytes) -> tuple[bytes, Digest]:
+    """Push :func:`tiny_image` of ``text``; returns its manifest and digest.  Used to probe what
+    podman on this host does with a registry's images."""
+    layer, config, manifest = tiny_image(text)
+    client.push_blob(repository, layer)
+    client.push_blob(repository, config)
     return manifest, client.push_manifest(repository, tag, manifest, MEDIA_OCI_MANIFEST)
