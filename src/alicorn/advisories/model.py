@@ -50,6 +50,45 @@ class PackageRef:
 
 
 @dataclass(frozen=True)
+class Range:
+    """An OSV-style range of affected versions: events in the ecosystem's version order.
+
+    ``type`` is ``ECOSYSTEM`` (the ecosystem's own version order), ``SEMVER`` or ``GIT``
+    (GIT ranges cannot be matched against installed versions and are kept only as data).
+    ``events`` are ``(kind, version)`` pairs with kind ``introduced`` ("0" = from the start),
+    ``fixed``, ``last_affected`` or ``limit``, in the order the feed gives them.
+    """
+
+    type: str
+    events: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Affected:
+    """A package of one ecosystem an advisory names, with the versions it affects.
+
+    ``ecosystem`` is OSV's spelling: ``PyPI``, ``RubyGems``, ``Maven``, ``npm``, ``Debian:12``,
+    ``Debian``, ``Fedora:39``, ...  ``name`` is the package name as that ecosystem writes it
+    (Maven: ``group:artifact``; Debian: the *source* package).  A version is affected when it
+    lies in one of ``ranges`` or is listed in ``versions``; ``unaffected`` holds the
+    ecosystem's own requirement expressions under which a version is *not* affected (rubysec's
+    ``patched_versions`` + ``unaffected_versions``, e.g. ``"~> 1.2.3"``, ``">= 1.3"``): a version
+    matching none of them is affected.
+    """
+
+    ecosystem: str
+    name: str
+    ranges: tuple[Range, ...] = ()
+    versions: tuple[str, ...] = ()
+    unaffected: tuple[str, ...] = ()
+
+    @property
+    def fixed_versions(self) -> tuple[str, ...]:
+        """Every ``fixed`` event, in order (the versions that carry the fix)."""
+        return tuple(v for r in self.ranges for kind, v in r.events if kind == "fixed")
+
+
+@dataclass(frozen=True)
 class Advisory:
     """One advisory (an "update" in updateinfo.xml, an erratum, a Bodhi update)."""
 
@@ -65,6 +104,14 @@ class Advisory:
     references: tuple[Reference, ...] = field(default=())
     packages: tuple[PackageRef, ...] = field(default=())
     source: str = ""  # where it was read from (a file, a URL)
+    # Feed format it came from: updateinfo | osv | rubysec | oval | debian | bodhi
+    format: str = "updateinfo"
+    # Other ids of the same advisory (OSV aliases: CVE-..., GHSA-..., PYSEC-...).
+    aliases: tuple[str, ...] = field(default=())
+    # Non-RPM packages and distro source packages it affects, with ranges (OSV and the like).
+    # RPM advisories (updateinfo, OVAL) list the fixed builds in ``packages`` instead.
+    affected: tuple[Affected, ...] = field(default=())
+    withdrawn: datetime | None = None
 
     @property
     def cves(self) -> tuple[str, ...]:
@@ -73,6 +120,9 @@ class Advisory:
         Some feeds put a bare number in ``id`` and the CVE name in ``title``; the name wins.
         """
         seen: dict[str, None] = {}
+        for alias in (self.id, *self.aliases):
+            if alias.upper().startswith("CVE-"):
+                seen.setdefault(alias.upper(), None)
         for ref in self.references:
             if ref.type.lower() != "cve":
                 continue

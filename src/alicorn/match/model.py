@@ -1,0 +1,28 @@
+"""Findings: an installed package an advisory applies to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alicorn.advisories.model import Advisory
+from alicorn.inventory.model import Package
+
+
+@dataclass(frozen=True)
+class Finding:
+    """``advisory`` applies to the installed ``package``; ``fixed_version`` is the version
+    that carries the fix (rpm: the advisory's ``[E:]V-R``; None when no fix exists yet)."""
+
+    advisory: Advisory
+    package: Package
+    fixed_version: str | None
+    # rpm: the advisory's package NEVRA that updates this one (what dnf would install).
+    update: str | None = None
+
+    @property
+    def cves(self) -> tuple[str, ...]:
+        return self.advisory.cves
+
+    @property
+    def severity(self) -> str | None:
+        return self.advisory.severity

@@ -1,0 +1,1 @@
+"""Reports of a scan: text, JSON, SARIF, CycloneDX VEX — one module per format."""
