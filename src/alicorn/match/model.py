@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alicorn.advisories.model import Advisory
-from alicorn.inventory.model import Package
+from alicorn.inventory.model import Inventory, Package
 
 
 @dataclass(frozen=True)
@@ -26,3 +26,19 @@ class Finding:
     @property
     def severity(self) -> str | None:
         return self.advisory.severity
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One target's inventory and the findings against it.
+
+    ``complete`` is False when some package database could not be read
+    (``inventory.errors``): such a scan must never be reported as "no findings".
+    """
+
+    inventory: Inventory
+    findings: tuple[Finding, ...]
+
+    @property
+    def complete(self) -> bool:
+        return not self.inventory.errors
