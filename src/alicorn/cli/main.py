@@ -708,5 +708,16 @@ def demo(port: int | None, example: Path | None) -> None:
     run_demo(_settings(), port=port, example=example, console=out)
 
 
+def _register() -> None:
+    # Command groups that live in their own modules (one per area of the command line).
+    from alicorn.cli.advisories import advisories
+    from alicorn.cli.scan import scan
+    cli.add_command(advisories)
+    cli.add_command(scan)
+
+
+_register()
+
+
 def main() -> None:
     cli(prog_name="alicorn")
