@@ -1,0 +1,174 @@
+"""From an advisory to the images it affects: the reverse of a scan, over every Alicorn build.
+
+A scan asks "what in this image needs an update?"; a rebuild service asks the other way round
+when an advisory lands: "which of our images carry a package it names?".  Every finished build
+recorded its resolved package set (``build_packages``), indexed by name; so the lookup is one
+indexed query for the names the advisories mention (rpm binary names, Debian *source* names,
+upstream names), then the same matcher a scan uses on just those candidate packages, so both
+directions give the same answer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from packaging.utils import canonicalize_name
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from alicorn.advisories.model import Advisory
+from alicorn.inventory.model import Distro, Inventory, Package
+from alicorn.match.index import AdvisoryIndex, affected_key
+from alicorn.match.matcher import match
+from alicorn.match.model import Finding
+from alicorn.store.db import session_factory
+from alicorn.store.models import BuildRow, PackageRow
+
+__all__ = ["AffectedImage", "affected_images", "package_from_row"]
+
+# Family of an indexed Affected entry → the build_packages type it names.
+_FAMILY_TYPE = {"pypi": "pypi", "gem": "gem", "maven": "maven", "npm": "npm", "deb": "deb"}
+# SQLite caps bound parameters per statement; stay well below it.
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class AffectedImage:
+    """An image an advisory applies to: the build that made it and the findings inside."""
+
+    build_id: str
+    digest: str
+    image_ref: str | None
+    recipe_name: str | None
+    findings: tuple[Finding, ...]
+
+
+def affected_images(database_url: str, advisories: Sequence[Advisory], *,
+                    latest_only: bool = True) -> list[AffectedImage]:
+    """Every finished build whose image one of ``advisories`` applies to.
+
+    ``latest_only`` keeps, per recipe name, only its newest finished build (the image that is
+    current, the one a rebuild replaces); otherwise every build with an image.  Ordered by
+    recipe name, then build time, newest first.
+    """
+    if not advisories:
+        return []
+    index = AdvisoryIndex(advisories)
+    rpm_names, deb_sources, upstream = _names(advisories)
+    clauses = []
+    for chunk in _chunks(sorted(rpm_names)):
+        clauses.append(and_(PackageRow.type == "rpm", PackageRow.name.in_(chunk)))
+    for chunk in _chunks(sorted(deb_sources)):
+        clauses.append(and_(PackageRow.type == "deb",
+                            or_(PackageRow.source.in_(chunk), PackageRow.name.in_(chunk))))
+    for kind, names in sorted(upstream.items()):
+        for chunk in _chunks(sorted(names)):
+            clauses.append(and_(PackageRow.type == kind, PackageRow.name.in_(chunk)))
+    if not clauses:
+        return []
+    with session_factory(database_url)() as session:
+        builds = _builds(session, latest_only)
+        if not builds:
+            return []
+        rows_by_build: dict[str, list[PackageRow]] = defaultdict(list)
+        for clause in clauses:
+            query = select(PackageRow).where(clause)
+            for row in session.scalars(query):
+                if row.build_id in builds:
+                    rows_by_build[row.build_id].append(row)
+    out = []
+    for build_id, rows in rows_by_build.items():
+        build = builds[build_id]
+        packages = tuple(package_from_row(r) for r in rows)
+        inventory = Inventory(target=build.digest or build_id, kind="alicorn",
+                              packages=packages, distro=_distro(rows), digest=build.digest,
+                              name=build.image_ref)
+        findings = match(inventory, index)
+        if findings:
+            out.append(AffectedImage(build_id=build_id, digest=build.digest or "",
+                                     image_ref=build.image_ref,
+                                     recipe_name=build.recipe_name, findings=findings))
+    out.sort(key=lambda a: (a.recipe_name or "", -builds[a.build_id].created_at.timestamp()))
+    return out
+
+
+def _builds(session: Session, latest_only: bool) -> dict[str, BuildRow]:
+    query = (select(BuildRow).where(BuildRow.state == "done", BuildRow.digest.is_not(None))
+             .order_by(BuildRow.created_at.desc()))
+    builds: dict[str, BuildRow] = {}
+    seen_recipes: set[str] = set()
+    for row in session.scalars(query):
+        if latest_only:
+            key = row.recipe_name or row.recipe_path
+            if key in seen_recipes:
+                continue
+            seen_recipes.add(key)
+        builds[row.id] = row
+    return builds
+
+
+def _names(advisories: Iterable[Advisory]) -> tuple[set[str], set[str], dict[str, set[str]]]:
+    rpm: set[str] = set()
+    deb: set[str] = set()
+    upstream: dict[str, set[str]] = defaultdict(set)
+    for advisory in advisories:
+        rpm.update(p.name for p in advisory.packages if p.name)
+        for affected in advisory.affected:
+            key = affected_key(affected)
+            if key is None:
+                continue
+            family, name = key
+            if family == "deb":
+                deb.add(name)
+            else:
+                upstream[_FAMILY_TYPE[family]].add(name)
+                if family == "pypi":
+                    # build_packages keeps names as the dist-info spelled them.
+                    upstream["pypi"].update({affected.name, name.replace("-", "_")})
+    return rpm, deb, upstream
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+def _distro(rows: Sequence[PackageRow]) -> Distro | None:
+    """The distribution named by the packages' purls (``distro=debian-12``, ``fedora-39``)."""
+    for row in rows:
+        distro = parse_qs(urlsplit(row.purl).query).get("distro")
+        if distro:
+            ident, _, version = distro[0].rpartition("-")
+            if ident:
+                return Distro(id=ident, version_id=version or None)
+            return Distro(id=version, version_id=None)
+    return None
+
+
+def package_from_row(row: PackageRow) -> Package:
+    """A build's recorded package as the inventory value a scan would have found."""
+    if row.type == "rpm":
+        epoch_text, _, rest = row.version.rpartition(":")
+        release = rest.rpartition("-")[2]
+        epoch = int(epoch_text) if epoch_text.isdigit() else None
+        version = f"{epoch}:{rest}" if epoch else rest
+        source = _srpm_name(row.source) if row.source else None
+        return Package(type="rpm", name=row.name, version=version, arch=row.arch or None,
+                       epoch=epoch, release=release or None, source=source, purl=row.purl)
+    if row.type == "deb":
+        epoch_text, sep, _ = row.version.partition(":")
+        epoch = int(epoch_text) if sep and epoch_text.isdigit() else None
+        return Package(type="deb", name=row.name, version=row.version, arch=row.arch or None,
+                       epoch=epoch, source=row.source or row.name, purl=row.purl)
+    name = str(canonicalize_name(row.name)) if row.type == "pypi" else row.name
+    return Package(type=row.type, name=name, version=row.version, purl=row.purl)
+
+
+def _srpm_name(sourcerpm: str) -> str:
+    """``httpd-2.4.55-1.fc36.src.rpm`` → ``httpd`` (a name may itself hold dashes)."""
+    stem = sourcerpm.removesuffix(".rpm").removesuffix(".src").removesuffix(".nosrc")
+    parts = stem.rsplit("-", 2)
+    return parts[0] if len(parts) == 3 else stem
