@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from packaging.utils import canonicalize_name
@@ -69,16 +70,23 @@ def affected_images(database_url: str, advisories: Sequence[Advisory], *,
             clauses.append(and_(PackageRow.type == kind, PackageRow.name.in_(chunk)))
     if not clauses:
         return []
+    columns = (PackageRow.build_id, PackageRow.type, PackageRow.name, PackageRow.version,
+               PackageRow.arch, PackageRow.source, PackageRow.purl)
+    builds: dict[str, Any] = {}
+    rows_by_build: dict[str, list[Any]] = defaultdict(list)
     with session_factory(database_url)() as session:
-        builds = _builds(session, latest_only)
-        if not builds:
-            return []
-        rows_by_build: dict[str, list[PackageRow]] = defaultdict(list)
         for clause in clauses:
-            query = select(PackageRow).where(clause)
-            for row in session.scalars(query):
-                if row.build_id in builds:
-                    rows_by_build[row.build_id].append(row)
+            query = (select(*columns, BuildRow.recipe_name, BuildRow.recipe_path,
+                            BuildRow.created_at, BuildRow.digest, BuildRow.image_ref)
+                     .join(BuildRow, BuildRow.id == PackageRow.build_id)
+                     .where(BuildRow.state == "done", BuildRow.digest.is_not(None), clause))
+            for row in session.execute(query):
+                builds[row.build_id] = row
+                rows_by_build[row.build_id].append(row)
+        if latest_only:
+            current = _current_builds(session, builds.values())
+            rows_by_build = defaultdict(list, {b: r for b, r in rows_by_build.items()
+                                               if b in current})
     out = []
     for build_id, rows in rows_by_build.items():
         build = builds[build_id]
@@ -95,19 +103,23 @@ def affected_images(database_url: str, advisories: Sequence[Advisory], *,
     return out
 
 
-def _builds(session: Session, latest_only: bool) -> dict[str, BuildRow]:
-    query = (select(BuildRow).where(BuildRow.state == "done", BuildRow.digest.is_not(None))
-             .order_by(BuildRow.created_at.desc()))
-    builds: dict[str, BuildRow] = {}
-    seen_recipes: set[str] = set()
-    for row in session.scalars(query):
-        if latest_only:
-            key = row.recipe_name or row.recipe_path
-            if key in seen_recipes:
-                continue
-            seen_recipes.add(key)
-        builds[row.id] = row
-    return builds
+def _current_builds(session: Session, candidates: Iterable[Any]) -> set[str]:
+    """Of the builds of the candidates' recipes, the newest finished one of each recipe."""
+    names = {c.recipe_name for c in candidates if c.recipe_name}
+    paths = {c.recipe_path for c in candidates if not c.recipe_name}
+    current: dict[str, tuple[Any, str]] = {}
+    for column, keys in ((BuildRow.recipe_name, names), (BuildRow.recipe_path, paths)):
+        for chunk in _chunks(sorted(keys)):
+            query = (select(BuildRow.id, column.label("key"), BuildRow.created_at)
+                     .where(BuildRow.state == "done", BuildRow.digest.is_not(None),
+                            column.in_(chunk)))
+            if column is BuildRow.recipe_path:
+                query = query.where(BuildRow.recipe_name.is_(None))
+            for row in session.execute(query):
+                best = current.get(row.key)
+                if best is None or (row.created_at, row.id) > best:
+                    current[row.key] = (row.created_at, row.id)
+    return {build_id for _, build_id in current.values()}
 
 
 def _names(advisories: Iterable[Advisory]) -> tuple[set[str], set[str], dict[str, set[str]]]:
@@ -136,7 +148,7 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
         yield items[i:i + _CHUNK]
 
 
-def _distro(rows: Sequence[PackageRow]) -> Distro | None:
+def _distro(rows: Sequence[Any]) -> Distro | None:
     """The distribution named by the packages' purls (``distro=debian-12``, ``fedora-39``)."""
     for row in rows:
         distro = parse_qs(urlsplit(row.purl).query).get("distro")
@@ -148,8 +160,9 @@ def _distro(rows: Sequence[PackageRow]) -> Distro | None:
     return None
 
 
-def package_from_row(row: PackageRow) -> Package:
-    """A build's recorded package as the inventory value a scan would have found."""
+def package_from_row(row: Any) -> Package:
+    """A build's recorded package (a :class:`PackageRow` or a row with its columns) as the
+    inventory value a scan would have found."""
     if row.type == "rpm":
         epoch_text, _, rest = row.version.rpartition(":")
         release = rest.rpartition("-")[2]
