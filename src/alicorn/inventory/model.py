@@ -84,7 +84,8 @@ class Inventory:
     """
 
     target: str            # what the user named
-    kind: str              # host | rootfs | oci-layout | oci-archive | podman-image |
+    kind: str              # host | rootfs | oci-layout | oci-archive | docker-archive |
+    #                        podman-image |
     #                        podman-container | alicorn
     packages: tuple[Package, ...]
     distro: Distro | None = None
