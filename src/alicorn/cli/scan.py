@@ -1,12 +1,206 @@
-"""``alicorn scan``: what in a target needs a security update."""
+"""``alicorn scan``: what in a target needs a security update.
+
+The pipeline reads as the package does: inventory (alicorn.inventory.targets) -> advisories
+(the store, plus any ``--feed``) -> index and match (alicorn.match) -> report
+(alicorn.report.formats).  Exit codes: 0 clean, 1 findings, 2 bad input or a scan that could
+not give an answer (an incomplete inventory without findings, no advisories at all).
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
 import click
+from rich.console import Console
+
+from alicorn.advisories.model import Advisory
+from alicorn.config import Settings, load_settings
+from alicorn.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput
+from alicorn.match.model import Scan
+
+_err = Console(stderr=True, soft_wrap=True, highlight=False)
+
+_SEVERITIES = ("critical", "important", "high", "moderate", "medium", "low", "unknown")
 
 
-@click.command("scan")
-@click.argument("target")
-def scan(target: str) -> None:
-    """List the installed packages of TARGET that advisories apply to."""
-    raise click.UsageError("alicorn scan is not wired yet")
+def _matches(advisory: Advisory, *, cves: set[str], ids: set[str],
+             levels: set[str]) -> bool:
+    """``--cve``/``--advisory``/``--severity``: any value of one option, all options given."""
+    from alicorn.report.json_ import level
+
+    if cves and not cves & {c.upper() for c in (*advisory.cves, *advisory.aliases)}:
+        return False
+    if ids and not ids & {i.upper() for i in (advisory.id, *advisory.aliases)}:
+        return False
+    return not (levels and level(advisory.severity) not in levels)
+
+
+def _advisories(settings: Settings, feeds: Sequence[str]) -> tuple[list[Advisory], list[str]]:
+    """The store's advisories and those of every ``--feed`` (a feed's version of an advisory
+    wins over the stored one: the person named it), and the feeds' warnings."""
+    from alicorn.advisories.store import AdvisoryStore
+
+    chosen: dict[tuple[str, str], Advisory] = {}
+    for a in AdvisoryStore(settings.database_url).all():
+        chosen[(a.id, a.format)] = a
+    warnings: list[str] = []
+    if feeds:
+        from alicorn.advisories import feeds as feed_registry
+
+        for path in feeds:
+            result = feed_registry.load(path)
+            warnings += result.warnings
+            for a in result.advisories:
+                chosen[(a.id, a.format)] = a
+    if not chosen:
+        if feeds:
+            raise BadInput(f"the feeds given ({', '.join(feeds)}) hold no advisories",
+                           hint="a scan against no advisories would look clean; check the "
+                                "--feed files")
+        raise BadInput("no advisories imported; run alicorn advisories import",
+                       where=str(settings.home),
+                       hint="alicorn advisories import PATH... (updateinfo.xml, a repo, OSV, "
+                            "OVAL), or give --feed PATH")
+    return list(chosen.values()), warnings
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once: a reader never sees half a report."""
+    path = path.absolute()
+    tmp: str | None = None
+    try:
+        # mkstemp makes the file 0600; a report gets the mode a new file would get (or keeps
+        # the mode of the one it replaces).
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise BadInput(f"cannot write the report: {e.strerror or e}", where=str(path)) from e
+
+
+def _unique(targets: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(targets))
+
+
+@click.command("scan", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("targets", metavar="[TARGET]...", nargs=-1)
+@click.option("--modules", is_flag=True,
+              help="Also scan every module on this host: podman images and containers.")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "sarif", "vex"]),
+              help="Report format (default text).  vex is CycloneDX 1.6 VEX.")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="Write the report to FILE instead of standard output.")
+@click.option("--type", "kind", type=click.Choice(["security", "all"]), default="security",
+              show_default=True, help="Security advisories only, or every type (bugfix, ...).")
+@click.option("--cve", "cves", multiple=True, metavar="CVE",
+              help="Only advisories naming this CVE (repeatable).")
+@click.option("--advisory", "advisory_ids", multiple=True, metavar="ID",
+              help="Only this advisory (id or alias; repeatable).")
+@click.option("--severity", "severities", multiple=True,
+              type=click.Choice(_SEVERITIES, case_sensitive=False),
+              help="Only advisories of this severity (repeatable; high = important, "
+                   "medium = moderate).")
+@click.option("--summary", is_flag=True, help="Text: counts of notices by severity.")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Text: each target with its affected packages, CVEs and links.")
+@click.option("--feed", "feeds", multiple=True, metavar="PATH",
+              help="Also match the advisories of this feed (a file, a directory, a repo or a "
+                   "URL; repeatable; not stored).")
+def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None,
+         output: Path | None, kind: str, cves: tuple[str, ...], advisory_ids: tuple[str, ...],
+         severities: tuple[str, ...], summary: bool, verbose: bool,
+         feeds: tuple[str, ...]) -> None:
+    """List the installed packages of each TARGET that advisories apply to.
+
+    TARGET is `host`, a directory (a root filesystem or an OCI layout), an OCI or docker
+    archive, a podman image or container name, or the digest of an image Alicorn built.
+    Advisories are those imported with `alicorn advisories import`, plus any --feed.
+
+    Filters: values of one option are alternatives; different options must all hold.
+    Several targets (or --modules) give one report of all; --json then prints
+    {"scans": [one object per target]}.
+
+    \b
+    Exit status:
+      0  no findings, and every target was read completely
+      1  findings exist (also when some target was read incompletely)
+      2  bad input: an unknown target, an unreadable feed, no advisories at all;
+         also an INCOMPLETE scan without findings (a package database could not be
+         read), which must not pass for a clean one
+    """
+    from alicorn.inventory.targets import inventory_of, inventory_of_modules
+    from alicorn.match.index import AdvisoryIndex
+    from alicorn.match.matcher import scan as match
+    from alicorn.report.formats import reporter
+    from alicorn.report.json_ import level
+    from alicorn.report.text import incomplete_notices, printable
+
+    if not targets and not modules:
+        raise BadInput("no target given", hint="alicorn scan host | DIR | ARCHIVE | IMAGE | "
+                       "CONTAINER | sha256:DIGEST ..., or alicorn scan --modules")
+    if as_json and fmt not in (None, "json"):
+        raise BadInput(f"--json and --format {fmt} contradict each other")
+    name = "json" if as_json else (fmt or "text")
+    report = reporter(name, summary=summary, verbose=verbose)
+
+    settings = load_settings()
+    advisories, feed_warnings = _advisories(settings, feeds)
+    for w in feed_warnings:
+        _err.print(printable(f"warning: {w}"), markup=False)
+    wanted_cves = {c.strip().upper() for c in cves}
+    wanted_ids = {i.strip().upper() for i in advisory_ids}
+    wanted_levels = {level(s) for s in severities}
+    if wanted_cves or wanted_ids or wanted_levels:
+        advisories = [a for a in advisories if _matches(a, cves=wanted_cves, ids=wanted_ids,
+                                                         levels=wanted_levels)]
+        if not advisories:
+            # Not an error (nothing named applies), but say why the report will be empty.
+            _err.print("warning: no advisory matches the --cve/--advisory/--severity filters",
+                       markup=False)
+    index = AdvisoryIndex(advisories)
+    types = {"security"} if kind == "security" else None
+
+    # Every target is resolved before anything is printed: an unknown one is bad input, not
+    # half a report.
+    inventories = [inventory_of(t, settings=settings) for t in _unique(targets)]
+    if modules:
+        found = inventory_of_modules()
+        if not found and not inventories:
+            raise BadInput("--modules: this host has no podman images or containers",
+                           hint="give a TARGET, or check `podman images` and `podman ps -a`")
+        inventories += found
+    scans: list[Scan] = [match(inv, index, types=types) for inv in inventories]
+
+    text = report.render(scans)
+    if output is not None:
+        _write(output, text)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+
+    # The text report already says it; any other report (or a file) also needs a person to
+    # see that an inventory was incomplete.
+    if name != "text" or output is not None:
+        for s in scans:
+            for line in incomplete_notices(s):
+                _err.print(printable(f"{s.inventory.target}: {line}"), markup=False)
+    findings = sum(len(s.findings) for s in scans)
+    if output is not None:
+        _err.print(f"wrote the {name} report to {output}: {findings} finding(s) in "
+                   f"{len(scans)} target(s)", markup=False)
+    if findings:
+        sys.exit(EXIT_FAILED)
+    if any(not s.complete for s in scans):
+        sys.exit(EXIT_BAD_INPUT)
