@@ -667,9 +667,16 @@ def down() -> None:
 @cli.command("setup-host")
 @click.option("--quiet", is_flag=True)
 def setup_host(quiet: bool) -> None:
-    """Write the podman defaults this host needs (ulimits, runc, cgroupfs)."""
+    """Write the podman defaults this host needs (ulimits, runc, cgroupfs), and install the
+    `dnf list-security` plugin into the system's dnf."""
+    from alicorn.dnf_plugin.install import dnf_available
+    from alicorn.dnf_plugin.install import install as install_dnf_plugin
     from alicorn.run.podman import setup_host as do
     changed = do()
+    if dnf_available():
+        changed += [str(p) for p in install_dnf_plugin()]
+    elif not quiet:
+        err.print("dnf is not installed: `dnf list-security` was not set up")
     if not quiet or changed:
         for path in changed:
             err.print(f"wrote {path}")
