@@ -45,7 +45,8 @@ def _data() -> None:
 
 
 def test_the_registry() -> None:
-    assert [r.name for r in READERS] == ["updateinfo", "oval", "bodhi", "osv", "rubysec"]
+    assert [r.name for r in READERS] == ["updateinfo", "oval", "bodhi", "osv", "rubysec",
+                                         "debian-tracker"]
 
 
 @pytest.mark.parametrize(("path", "fmt", "first_id"), [

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from alicorn.advisories.bodhi import BodhiReader
+from alicorn.advisories.debian import MAX_TRACKER, DebReader, TrackerJsonReader
 from alicorn.advisories.interface import FeedReader, FeedResult
 from alicorn.advisories.model import Advisory, FeedError
 from alicorn.advisories.osv import DEFAULT_MAX_SIZE, OsvReader, decompress, read_input
@@ -32,6 +33,7 @@ __all__ = ["DEFAULT_MAX_SIZE", "READERS", "UpdateinfoReader", "load", "load_many
 
 _HEAD = 64 * 1024
 _ZIP = b"PK\x03\x04"
+_AR = b"!<ar"
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -59,13 +61,14 @@ class UpdateinfoReader(FeedReader):
         return FeedResult(tuple(parse_updateinfo(data, source=source, max_size=self.max_size)))
 
 
-_Reader = UpdateinfoReader | OvalReader | BodhiReader | OsvReader | RubysecReader
+_Reader = (UpdateinfoReader | OvalReader | BodhiReader | OsvReader | RubysecReader
+           | TrackerJsonReader)
 
 
 def _readers(max_size: int) -> tuple[_Reader, ...]:
     return (UpdateinfoReader(max_size=max_size), OvalReader(max_size=max_size),
             BodhiReader(max_size=max_size), OsvReader(max_size=max_size),
-            RubysecReader(max_size=max_size))
+            RubysecReader(max_size=max_size), TrackerJsonReader(max_size=max_size))
 
 
 _DEFAULT_READERS = _readers(DEFAULT_MAX_SIZE)
@@ -198,8 +201,24 @@ def _load_file(path: Path, *, max_size: int) -> FeedResult:
     if magic == _ZIP:
         # an archive may exceed the per-document cap; OsvReader caps each member instead
         return OsvReader(max_size=max_size).read(path)
+    if magic == _AR:
+        # a Debian binary package: the advisories its changelog names
+        return DebReader().read(path)
+    if _is_tracker_dump(path):
+        # the security tracker's dump is larger than any advisory document
+        return TrackerJsonReader(max_size=max(max_size, MAX_TRACKER)).read(path)
     data = read_input(path, max_size=max_size)
     return _parse(data, source=str(path), path=path, max_size=max_size)
+
+
+def _is_tracker_dump(path: Path) -> bool:
+    """Whether the (uncompressed) file starts like the Debian security tracker's JSON."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(_HEAD)
+    except OSError:
+        return False
+    return TrackerJsonReader().sniff(path, head)
 
 
 def _parse(data: bytes, *, source: str, path: Path, max_size: int) -> FeedResult:
