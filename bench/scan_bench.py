@@ -423,7 +423,11 @@ def peak_rss_mib() -> float:
 
 
 def run_scale(args: argparse.Namespace, results: dict[str, Any]) -> int:
+    import logging
+
     from alicorn.match.index import AdvisoryIndex
+    # Undecidable matches (PyPA lists versions such as "0.1-bulbasaur") are logged per image.
+    logging.getLogger("alicorn").setLevel(logging.ERROR)
     from alicorn.match.matcher import match
     rng = random.Random(7)
     rss0 = peak_rss_mib()
