@@ -579,3 +579,50 @@ def test_feeds_load_reads_tracker_dumps_and_debs(tmp_path: Path) -> None:
     assert len(load(deb).advisories) == 3
     everything = load(tmp_path / "feeds")
     assert len(everything.advisories) == 3 + 3 + 3
+
+
+def test_cli_imports_debian_advisories_and_finds_the_affected_builds(
+        archive: Archive, tmp_path: Path, signing_key: tuple[Path, Path]) -> None:
+    """`alicorn advisories import-debian` then `alicorn advisories affected`: the builds whose
+    recorded packages the uploads fix, newest build of each recipe only."""
+    from alicorn.compose import Package
+    from alicorn.config import load_settings
+    from alicorn.store.builds import DONE, BuildStore, Submission
+    from conftest import Cli
+
+    cli = Cli(tmp_path / "home")
+    args = ["advisories", "import-debian", "--mirror", archive.url, "--security-mirror",
+            archive.url, "--keyring", str(signing_key[1])]
+    code, first = cli.json(*args)
+    assert code == 0, first
+    assert (first["added"], first["unchanged"], first["cves"]) == (2, 0, 3)
+    code, again = cli.json(*args)
+    assert (again["added"], again["unchanged"]) == (0, 2), "re-importing is idempotent"
+
+    store = BuildStore(load_settings(tmp_path / "home").database_url)
+
+    def build(recipe: str, version: str) -> str:
+        row = store.submit(Submission(argv=["alicorn", "build"], source_kind="file",
+                                      recipe_path=f"/r/{recipe}.yaml"))
+        store.update(row.id, recipe_name=recipe)
+        purl = f"pkg:deb/debian/bar@{version}?arch=all&distro=debian-12"
+        store.finish(row.id, DONE, digest="sha256:" + row.id.ljust(64, "0")[:64],
+                     packages=[Package(type="deb", name="bar", version=version, arch="all",
+                                       source="bar", purl=purl)])
+        return row.id
+
+    old = build("web", "1.0-1")
+    build("api", "1.0-1+deb12u1")
+    proc = cli("advisories", "affected", "CVE-2024-7777", "--json")
+    assert proc.returncode == 1, proc.stderr
+    [hit] = json.loads(proc.stdout)
+    assert (hit["build"], hit["recipe"]) == (old, "web")
+    assert [(f["advisory"], f["package"]["name"], f["fixed_version"]) for f in hit["findings"]] \
+        == [("DEBIAN-bar-1.0-1+deb12u1", "bar", "1.0-1+deb12u1")]
+    build("web", "1.0-1+deb12u1")  # the rebuild: web's current image is fixed
+    proc = cli("advisories", "affected", "DEBIAN-bar-1.0-1+deb12u1")
+    assert proc.returncode == 0 and "no image built here is affected" in proc.stdout
+    proc = cli("advisories", "affected", "DEBIAN-bar-1.0-1+deb12u1", "--all-builds", "--json")
+    assert proc.returncode == 1 and [h["build"] for h in json.loads(proc.stdout)] == [old]
+    proc = cli("advisories", "affected", "CVE-1999-0001")
+    assert proc.returncode == 2 and "no advisory CVE-1999-0001" in proc.stderr

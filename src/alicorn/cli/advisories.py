@@ -260,3 +260,111 @@ def show(ident: str, as_json: bool, fmt: str | None) -> None:
         lines.append(f"  {x.ecosystem} {x.name}: fixed in {fixes}")
     lines.append(f"source: {advisory.source}")
     click.echo(_clean("\n".join(lines)))
+
+
+@advisories.command("import-debian")
+@click.option("--suite", default="bookworm-security", show_default=True,
+              help="The security suite whose uploads are the advisories.")
+@click.option("--base-suite", default="bookworm", show_default=True,
+              help="The suite a machine installs from; only changelog entries newer than its "
+                   "versions count.  'none' keeps every entry.")
+@click.option("--release", default="12", show_default=True,
+              help="Debian's major version: the advisories' ecosystem is Debian:RELEASE.")
+@click.option("--package", "packages", multiple=True,
+              help="Only this source (or binary) package; repeatable.")
+@click.option("--for", "target",
+              help="Only the source packages installed in this target (a scan TARGET).")
+@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True)
+@click.option("--security-mirror", default="http://security.debian.org/debian-security",
+              show_default=True)
+@click.option("--keyring", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              help="Keys the suites' InRelease must be signed with (default: Debian's "
+                   "archive keyring).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def import_debian(suite: str, base_suite: str, release: str, packages: tuple[str, ...],
+                  target: str | None, mirror: str, security_mirror: str,
+                  keyring: Path | None, as_json: bool) -> None:
+    """Make Debian advisories from the security suite's packages and import them.
+
+    Debian's security uploads say in their changelogs which CVEs each version fixes.  This
+    downloads the suite's signed index (checked with gpgv against Debian's archive keyring),
+    one package of each wanted source, and reads its changelog: one advisory per upload that
+    names CVEs, affecting the source package below that version.  Run it on a connected
+    machine, then carry the store (or `alicorn advisories export --format osv`) to
+    disconnected ones.  Downloads are cached under $ALICORN_HOME/cache/debian.
+    """
+    from alicorn.advisories.debian import DEBIAN_KEYRING, fetch_security_advisories
+    from alicorn.config import load_settings
+
+    settings = load_settings()
+    inventory = None
+    if target is not None:
+        from alicorn.inventory.targets import inventory_of
+        inventory = inventory_of(target, settings=settings)
+    result = fetch_security_advisories(
+        suite=suite, base_suite=None if base_suite.lower() == "none" else base_suite,
+        mirror=mirror, mirror_security=security_mirror,
+        packages=packages or None, inventory=inventory,
+        cache_dir=settings.cache_dir / "debian", release=release,
+        keyring=keyring or DEBIAN_KEYRING)
+    for warning in result.warnings:
+        _warn(warning)
+    source = f"{security_mirror} {suite}"
+    stats = _store().import_advisories(result.advisories, source=source)
+    if as_json:
+        click.echo(json.dumps({
+            "input": source, "read": stats.read, "added": stats.added,
+            "replaced": stats.replaced, "unchanged": stats.unchanged,
+            "older_skipped": stats.older_skipped, "warnings": len(result.warnings),
+            "cves": len({c for a in result.advisories for c in a.cves})}, sort_keys=True))
+    else:
+        click.echo(_clean(f"{source}: {stats.read} read: {stats.added} added, "
+                          f"{stats.replaced} replaced, {stats.unchanged} unchanged, "
+                          f"{stats.older_skipped} older skipped"))
+
+
+@advisories.command("affected")
+@click.argument("idents", nargs=-1, required=True)
+@click.option("--all-builds", is_flag=True,
+              help="Every finished build, not only the newest of each recipe.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list.")
+def affected(idents: tuple[str, ...], all_builds: bool, as_json: bool) -> None:
+    """The images built here that the advisories IDENTS (advisory ids or CVE ids) affect.
+
+    Looks through the package sets every build recorded, newest build of each recipe only
+    unless --all-builds; the same rules as `alicorn scan`.  Exits 1 when an image is affected.
+    """
+    from alicorn.config import load_settings
+    from alicorn.match.affected import affected_images
+
+    store = _store()
+    chosen: dict[tuple[str, str], Advisory] = {}
+    for ident in idents:
+        found = store.search(cve=ident) if ident.upper().startswith("CVE-") else []
+        found = found or store.search(id=ident)
+        if not found:
+            raise NotFound(f"no advisory {ident} in the store",
+                           hint="alicorn advisories list shows them; import feeds first")
+        for advisory in found:
+            chosen[(advisory.id, advisory.format)] = advisory
+    hits = affected_images(load_settings().database_url, list(chosen.values()),
+                           latest_only=not all_builds)
+    if as_json:
+        click.echo(json.dumps([{
+            "build": h.build_id, "digest": h.digest, "image": h.image_ref,
+            "recipe": h.recipe_name,
+            "findings": [{"advisory": f.advisory.id, "cves": list(f.cves),
+                          "package": {"name": f.package.name, "version": f.package.version,
+                                      "type": f.package.type, "source": f.package.source},
+                          "fixed_version": f.fixed_version} for f in h.findings],
+        } for h in hits], sort_keys=True))
+    else:
+        if not hits:
+            click.echo(f"no image built here is affected by {', '.join(idents)}")
+        for h in hits:
+            click.echo(_clean(f"{h.recipe_name or '-'}  {h.digest}  build {h.build_id}"))
+            for f in h.findings:
+                click.echo(_clean(f"    {f.advisory.id}  {f.package.name} {f.package.version}"
+                                  f" -> {f.fixed_version or 'no fix yet'}"))
+    if hits:
+        sys.exit(1)
