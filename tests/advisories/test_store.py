@@ -227,3 +227,39 @@ def test_text_no_utf8_encoder_takes_is_stored_exactly(store: AdvisoryStore) -> N
     odd = _advisory(7, title="\ud800 half a pair", description="\x00 nul \U0001f984")
     assert store.import_advisories([odd], source="x").added == 1
     assert store.get(odd.id) == odd
+
+
+def test_for_packages_gives_every_advisory_a_scan_could_match(store: AdvisoryStore) -> None:
+    """The store's lookup by installed packages returns exactly the advisories the matcher's
+    index names as candidates for them: a scan reading only these misses nothing."""
+    from alicorn.advisories.feeds import load
+    from alicorn.inventory.model import Distro, Package
+    from alicorn.match.index import AdvisoryIndex
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared advisory data is absent ({SHARED_DATA})")
+    advisories = [*load(SHARED_DATA / "ghsa").advisories,
+                  *load(SHARED_DATA / "osv" / "pypi" / "vulns" / "pyyaml").advisories,
+                  *load(SHARED_DATA / "rubysec" / "gems" / "nokogiri").advisories,
+                  *load(SHARED_DATA / "updateinfo").advisories,
+                  _advisory(1, affected=(Affected("Debian:12", "openssl", ranges=(Range(
+                      "ECOSYSTEM", (("introduced", "0"), ("fixed", "3.0.15-1~deb12u1"))),)),))]
+    store.import_advisories(advisories, source="test")
+    packages = [
+        Package(type="pypi", name="pyyaml", version="5.3"),           # the feed says PyYAML
+        Package(type="maven", name="org.apache.logging.log4j:log4j-core", version="2.14.1"),
+        Package(type="gem", name="nokogiri", version="1.10.0"),
+        Package(type="npm", name="lodash", version="4.17.15"),
+        Package(type="rpm", name="pkg1", version="1.0-1.fc40", arch="x86_64"),
+        Package(type="deb", name="libssl3", version="3.0.11-1~deb12u2", source="openssl"),
+        Package(type="pypi", name="not-in-any-feed", version="1"),
+    ]
+    found = store.for_packages(packages)
+    index = AdvisoryIndex(advisories)
+    debian = Distro(id="debian", version_id="12")
+    expected = {(c.advisory.id, c.advisory.format) for p in packages
+                for c in index.candidates(p, debian)}
+    assert {(a.id, a.format) for a in found} == expected
+    assert {"PYSEC-2020-96", "FEDORA-2024-000001"} <= {a.id for a in found}
+    assert len(found) < store.count(), "only what the packages name is read"
+    assert store.for_packages([]) == []

@@ -29,6 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from alicorn.advisories import codec
 from alicorn.advisories.model import Advisory
 from alicorn.errors import StoreError
+from alicorn.inventory.model import Package
+from alicorn.match.index import affected_key, package_key
 from alicorn.store.advisory_models import AdvisoryCveRow, AdvisoryPackageRow, AdvisoryRow
 from alicorn.store.db import engine_for
 
@@ -208,6 +210,21 @@ class AdvisoryStore:
             query = query.where(exists().where(*conditions))
         return list(self._stream(query.order_by(_ADV.c.id, _ADV.c.format)))
 
+    def for_packages(self, packages: Iterable[Package]) -> list[Advisory]:
+        """The advisories that name any of ``packages`` the way a scan matches them (an rpm
+        by name, a deb by source package, PyPI names normalised, ...): everything the
+        matcher could find for these packages, without reading the rest of the store."""
+        keys = sorted(lookup_keys(packages))
+        found: dict[tuple[str, str], Advisory] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start:start + _CHUNK]
+            query = select(_ADV.c.body).where(exists().where(
+                _PKG.c.advisory_id == _ADV.c.id, _PKG.c.advisory_format == _ADV.c.format,
+                _PKG.c.lookup.in_(chunk)))
+            for advisory in self._stream(query):
+                found[(advisory.id, advisory.format)] = advisory
+        return [found[k] for k in sorted(found)]
+
     def _stream(self, query: Any) -> Iterator[Advisory]:
         try:
             with self._engine.connect() as conn:
@@ -261,13 +278,29 @@ def _row(p: _Prepared, source: str, imported_at: datetime) -> dict[str, Any]:
 
 
 def _package_rows(p: _Prepared) -> list[dict[str, Any]]:
-    names: dict[tuple[str, str | None, str], None] = {}
+    names: dict[tuple[str, str | None, str], str | None] = {}
     for ref in p.advisory.packages:
-        names.setdefault(("rpm", None, ref.name), None)
+        names.setdefault(("rpm", None, ref.name), f"rpm:{ref.name}")
     for affected in p.advisory.affected:
-        names.setdefault(("ecosystem", affected.ecosystem, affected.name), None)
+        key = affected_key(affected)
+        names.setdefault(("ecosystem", affected.ecosystem, affected.name),
+                         f"{key[0]}:{key[1]}" if key else None)
     return [{"advisory_id": p.key[0], "advisory_format": p.key[1], "kind": kind,
-             "ecosystem": ecosystem, "name": name} for kind, ecosystem, name in names]
+             "ecosystem": ecosystem, "name": name, "lookup": lookup}
+            for (kind, ecosystem, name), lookup in names.items()]
+
+
+def lookup_keys(packages: Iterable[Package]) -> set[str]:
+    """The ``advisory_packages.lookup`` values an installed package set is matched by."""
+    keys = set()
+    for package in packages:
+        if package.type == "rpm":
+            keys.add(f"rpm:{package.name}")
+            continue
+        key = package_key(package)
+        if key is not None:
+            keys.add(f"{key[0]}:{key[1]}")
+    return keys
 
 
 def _cve_rows(p: _Prepared) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -18,7 +18,14 @@ from rich.table import Table
 from alicorn import __version__
 from alicorn.config import Settings, load_settings
 from alicorn.errors import EXIT_FAILED, EXIT_INTERRUPTED, BadInput, Error
-from alicorn.store.builds import DONE, BuildStore, Submission
+
+if TYPE_CHECKING:
+    from alicorn.store.builds import BuildStore
+
+# The build state a finished, successful build ends in (alicorn.store.builds.DONE); the store
+# module (and SQLAlchemy behind it) is imported only by the commands that use it, so that
+# `alicorn scan` and `alicorn advisories` start quickly.
+DONE = "done"
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -41,6 +48,7 @@ def _settings() -> Settings:
 
 
 def _store(settings: Settings) -> BuildStore:
+    from alicorn.store.builds import BuildStore
     return BuildStore(settings.database_url)
 
 
@@ -94,6 +102,7 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
         url = source
         if "://" not in url and not url.startswith("git@"):
             url = str(Path(url).resolve())
+        from alicorn.store.builds import Submission
         sub = Submission(argv=argv, source_kind="git", source_url=url, source_ref=ref,
                          recipe_path=recipe_path, options=options)
     else:
@@ -105,6 +114,7 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
             content = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
             raise BadInput(f"{source}: not UTF-8 text (byte {e.start})") from e
+        from alicorn.store.builds import Submission
         sub = Submission(argv=argv, source_kind="file", recipe_path=str(path.resolve()),
                          recipe_content=content, options=options)
     store = _store(settings)

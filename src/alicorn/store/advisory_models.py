@@ -42,6 +42,7 @@ class AdvisoryPackageRow(Base):
         ForeignKeyConstraint(["advisory_id", "advisory_format"],
                              ["advisories.id", "advisories.format"], ondelete="CASCADE"),
         Index("ix_advisory_packages_name", "name", "ecosystem"),
+        Index("ix_advisory_packages_lookup", "lookup"),
         Index("ix_advisory_packages_advisory", "advisory_id", "advisory_format"),
     )
 
@@ -51,6 +52,10 @@ class AdvisoryPackageRow(Base):
     kind: Mapped[str] = mapped_column(String(16))  # rpm | ecosystem
     ecosystem: Mapped[str | None] = mapped_column(String(64))  # None for rpm
     name: Mapped[str] = mapped_column(String(512))
+    # What an installed package looks it up by (alicorn.match.index's keys): "rpm:NAME" for an
+    # rpm the advisory ships, "FAMILY:NORMALISED" for an affected package ("pypi:pyyaml",
+    # "deb:openssl"); None for an ecosystem no installed package type matches.
+    lookup: Mapped[str | None] = mapped_column(String(600))
 
 
 class AdvisoryCveRow(Base):
