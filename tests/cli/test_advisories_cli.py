@@ -104,6 +104,21 @@ def test_a_bad_input_is_named_and_writes_nothing(cli: Cli, tmp_path: Path) -> No
     assert [a["id"] for a in listed] == ["FEDORA-2099-cli0000001"]
 
 
+def test_an_input_none_of_whose_records_can_be_read_fails(cli: Cli, tmp_path: Path) -> None:
+    """A directory of files that are no feeds is not an empty feed: exit 2, nothing written;
+    a genuinely empty updateinfo is fine."""
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("not an advisory\n")
+    empty = tmp_path / "empty.xml"
+    empty.write_text("<updates/>\n")
+    proc = cli("advisories", "import", str(junk), str(empty))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{junk}: none of its records could be read (1 skipped" in proc.stderr
+    assert "1 of 2 inputs could not be imported" in proc.stderr
+    assert f"{empty}: 0 read" in proc.stdout
+
+
 def test_export_oval_and_osv(cli: Cli, repo: Path, tmp_path: Path) -> None:
     empty = cli("advisories", "export", "--format", "oval", check=True)
     assert "the advisory store is empty" in empty.stderr

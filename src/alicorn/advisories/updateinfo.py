@@ -154,7 +154,10 @@ def _parse_xml(data: bytes, *, source: str) -> ET.Element:
         root: ET.Element = SafeET.fromstring(data, forbid_dtd=False, forbid_entities=True,
                                              forbid_external=True)
     except defusedxml.DefusedXmlException as e:
-        raise FeedError(f"unsafe XML refused: {e}", where=source,
+        what, needle = _refusal(e)
+        line = _line_of(data, needle) if needle else None
+        raise FeedError(f"unsafe XML refused: {what}",
+                        where=f"{source}:{line}" if line else source,
                         hint="advisory feeds never need entity declarations or external "
                              "references; the file is malicious or broken") from e
     except ET.ParseError as e:
@@ -162,6 +165,23 @@ def _parse_xml(data: bytes, *, source: str) -> ET.Element:
         raise FeedError(f"malformed XML: {e}", where=f"{source}:{line}:{column}",
                         hint="the file is truncated or not XML; download it again") from e
     return root
+
+
+def _refusal(e: Exception) -> tuple[str, bytes | None]:
+    """What defusedxml refused, in words, and the bytes that start it in the document."""
+    if isinstance(e, defusedxml.EntitiesForbidden):
+        return f"an entity declaration ({e.name!r})", b"<!ENTITY"
+    if isinstance(e, defusedxml.ExternalReferenceForbidden):
+        return f"an external reference ({e.sysid or e.pubid!r})", None
+    if isinstance(e, defusedxml.DTDForbidden):
+        return "a document type declaration", b"<!DOCTYPE"
+    return str(e), None
+
+
+def _line_of(data: bytes, needle: bytes) -> int | None:
+    """The 1-based line of the first ``needle`` in ``data``, if it is there."""
+    at = data.find(needle)
+    return data.count(b"\n", 0, at) + 1 if at >= 0 else None
 
 
 def _check_checksum(record: ET.Element, data: bytes, *, where: str) -> None:

@@ -76,6 +76,12 @@ def import_(locations: tuple[str, ...], as_json: bool) -> None:
             continue
         for warning in result.warnings:
             _warn(warning)
+        if not result.advisories and result.warnings:
+            # Every record of it was skipped: that is an unreadable input, not an empty one.
+            failed += 1
+            click.echo(_clean(f"error: {location}: none of its records could be read "
+                              f"({len(result.warnings)} skipped, warnings above)"), err=True)
+            continue
         if not result.advisories:
             _warn(f"{location}: no advisories in it")
         try:
