@@ -466,11 +466,14 @@ def test_tracker_json_statuses() -> None:
                         "DEBIAN-zlib-TEMP-0000000-ABCDEF"}
     fixed = got["DEBIAN-openssl-CVE-2024-0001"]
     assert fixed.cves == ("CVE-2024-0001",) and fixed.status == "resolved"
+    assert fixed.severity == "Medium"  # the tracker's urgency
     [affected] = fixed.affected  # only the releases asked for
     assert (affected.ecosystem, affected.name, affected.fixed_versions) == \
         ("Debian:12", "openssl", ("3.0.13-1~deb12u1",))
     assert ("debbugs", "1234") in [(r.type, r.id) for r in fixed.references]
     open_ = got["DEBIAN-openssl-CVE-2024-0003"]
+    assert open_.severity == "Low"
+    assert got["DEBIAN-zlib-TEMP-0000000-ABCDEF"].severity is None  # no urgency given
     assert open_.affected[0].ranges[0].events == (("introduced", "0"),)
     assert "postponed" in open_.description and "no fix yet" in open_.description
     assert got["DEBIAN-zlib-TEMP-0000000-ABCDEF"].cves == ()

@@ -886,6 +886,11 @@ def _binaries(path: Path, *, where: str) -> list[_Binary]:
 # -- (d) the security tracker's JSON ----------------------------------------------------------
 
 
+# The tracker's urgency ("medium", "high**": "**" marks an urgency set by hand) → severity.
+_URGENCY = {"unimportant": "Low", "low": "Low", "medium": "Medium", "high": "High"}
+_SEVERITY_ORDER = ["Low", "Medium", "High"]
+
+
 def parse_tracker_json(data: bytes, *, source: str,
                        releases: Mapping[str, str] = _DEFAULT_RELEASES) -> FeedResult:
     """Advisories from the Debian security tracker's JSON dump.
@@ -895,7 +900,8 @@ def parse_tracker_json(data: bytes, *, source: str,
     "nodsa_reason"}}}}}``.  ``releases`` maps the codenames to read to Debian versions
     (``{"bookworm": "12"}``).  One advisory per (source package, issue), id
     ``DEBIAN-<source>-<issue>``, with one :class:`Affected` per release (ecosystem
-    ``Debian:<version>``, the source package):
+    ``Debian:<version>``, the source package) and the highest of those releases' urgency as
+    its severity (unimportant/low → Low, medium → Medium, high → High):
 
     * ``resolved`` with a ``fixed_version``: affected below it;
     * ``resolved`` with ``fixed_version`` ``"0"``: never affected, no advisory;
@@ -953,6 +959,7 @@ def _tracker_advisory(package: str, issue: str, record: dict[str, Any],
     affected: list[Affected] = []
     notes: list[str] = []
     statuses: set[str] = set()
+    severities: list[str] = []
     undetermined = 0
     problem: str | None = None
     for codename, version_id in releases.items():
@@ -981,6 +988,9 @@ def _tracker_advisory(package: str, issue: str, record: dict[str, Any],
             continue
         statuses.add(str(status))
         affected.append(Affected(ecosystem=eco, name=package, ranges=ranges))
+        urgency = entry.get("urgency")
+        if isinstance(urgency, str) and urgency.rstrip("*").strip().lower() in _URGENCY:
+            severities.append(_URGENCY[urgency.rstrip("*").strip().lower()])
         note = f"{codename}: {status}, urgency {entry.get('urgency') or 'unknown'}"
         if entry.get("nodsa") or entry.get("nodsa_reason"):
             note += f"; no DSA ({entry.get('nodsa_reason') or ''}: {entry.get('nodsa') or ''})"
@@ -1000,7 +1010,9 @@ def _tracker_advisory(package: str, issue: str, record: dict[str, Any],
     advisory = Advisory(
         id=f"DEBIAN-{package}-{issue}",
         type="security",
-        severity=None,
+        # The tracker's urgency is its severity rating ("not yet assigned" gives none); the
+        # highest over the releases read.
+        severity=max(severities, key=_SEVERITY_ORDER.index) if severities else None,
         title=f"{package}: {issue}",
         description="\n".join([text, "", *notes]).strip(),
         issued=None,
