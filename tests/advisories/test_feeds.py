@@ -171,6 +171,12 @@ def test_a_file_that_is_no_feed(tmp_path: Path) -> None:
     assert "osv" in (e.value.hint or "")
     with pytest.raises(FeedError, match="cannot read it"):
         load(tmp_path / "missing.xml")
+    # A Bodhi record cut short before it names its builds: where it breaks, not "no feed".
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(BODHI.read_bytes()[:300])
+    with pytest.raises(FeedError, match="malformed JSON") as e:
+        load(cut)
+    assert e.value.where is not None and e.value.where.startswith(f"{cut}:")
 
 
 def test_a_100_mb_file_is_refused_before_it_is_read(tmp_path: Path) -> None:
@@ -292,6 +298,29 @@ def test_urls(server: str) -> None:
         load(f"{server}/slow", timeout=0.5)
     assert time.monotonic() - start < 2.5
 
+
+
+def test_a_repository_url_is_read_through_its_repomd(repo: Path, server: str,
+                                                      tmp_path: Path) -> None:
+    """A repository's baseurl (with or without its slash) is read as dnf reads it: repomd,
+    then the updateinfo it names, checksum checked; a URL of no repository stays an error."""
+    shutil.copytree(repo, tmp_path / "fedora")
+    expected = [a.id for a in read_repodata(repo)]
+    for url in (f"{server}/fedora/", f"{server}/fedora"):
+        result = load(url)
+        assert [a.id for a in result.advisories] == expected, url
+        # Named by the URL it came from, not by a temporary file.
+        assert result.advisories[0].source.startswith(f"{server}/fedora/repodata/")
+        assert "updateinfo.xml" in result.advisories[0].source
+    with pytest.raises(FeedError, match="not an advisory feed"):
+        load(f"{server}/")
+    # A tampered updateinfo behind an intact repomd fails its checksum.
+    (updateinfo,) = (tmp_path / "fedora" / "repodata").glob("*updateinfo*")
+    data = bytearray(updateinfo.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    updateinfo.write_bytes(bytes(data))
+    with pytest.raises(FeedError, match="checksum"):
+        load(f"{server}/fedora/")
 
 def test_unreachable_and_other_urls() -> None:
     port = free_port()  # nothing listens there

@@ -258,6 +258,25 @@ def test_malformed_ranges_are_warnings() -> None:
     assert len(result.warnings) == 3
 
 
+
+def test_fields_of_the_wrong_shape_are_warned_about_not_dropped_silently() -> None:
+    not_a_list = parse_osv(json.dumps(_osv(affected="requests")).encode(), source="a.json")
+    assert not_a_list.advisories[0].affected == ()
+    assert not_a_list.warnings == ("a.json: TEST-1: affected is not a list (str); ignored",)
+    record = _osv(affected=[
+        {"package": "requests"},
+        {"package": {"ecosystem": "PyPI", "name": "x"}, "ranges": "oops"},
+        {"package": {"ecosystem": "PyPI", "name": "y"},
+         "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": 5}]}]},
+    ])
+    result = parse_osv(json.dumps(record).encode(), source="b.json")
+    assert [a.name for a in result.advisories[0].affected] == ["x", "y"]
+    text = "\n".join(result.warnings)
+    assert "affected[0]: \"package\" is not an object ('requests'); entry skipped" in text
+    assert "affected[1]: ranges is not a list (str); ignored" in text
+    assert "affected[2]: ranges[0] has no readable event; skipped" in text
+    assert "affected[2]: no readable range or version left for y; it matches no version" in text
+
 def test_not_osv_is_a_feed_error() -> None:
     with pytest.raises(FeedError, match="not an OSV document") as e:
         parse_osv(b'{"hello": "world"}', source="x.json")

@@ -122,7 +122,18 @@ def test_clean_target_exits_0(cli: Cli, tmp_path: Path) -> None:
     root = _root(tmp_path, "2.32.3")
     proc = cli("scan", str(root), "--feed", str(GHSA_REQUESTS), "--feed", str(PYSEC_2018_28))
     assert proc.returncode == 0, proc.stderr
-    assert "no findings: no advisory applies to the 2 packages scanned" in proc.stdout
+    # The root's libc6 is a deb and no Debian advisory was given: it is named as not checked,
+    # and the clean line speaks of the one package checked only.
+    assert proc.stdout.splitlines()[1:] == [
+        "NOT CHECKED: 1 deb package: no Debian 12 advisories imported",
+        "no findings in the 1 package checked; 1 package NOT CHECKED (no advisories for them)"]
+    only_pypi = tmp_path / "only-pypi"
+    (only_pypi / SITE).mkdir(parents=True)
+    (root / SITE / "requests-2.32.3.dist-info").rename(
+        only_pypi / SITE / "requests-2.32.3.dist-info")
+    proc = cli("scan", str(only_pypi), "--feed", str(GHSA_REQUESTS))
+    assert proc.returncode == 0, proc.stderr
+    assert "no findings: no advisory applies to the 1 package scanned" in proc.stdout
 
 
 @pytest.mark.usefixtures("shared")
@@ -222,16 +233,19 @@ def test_summary_verbose_and_several_targets(cli: Cli, tmp_path: Path) -> None:
     summary = cli("scan", str(old), *feeds, "--summary")
     assert summary.returncode == 1
     assert summary.stdout.splitlines()[1:] == [
+        "NOT CHECKED: 1 deb package: no Debian 12 advisories imported",
         "    2 Security notice(s)",
         "        1 Moderate Security notice(s)",
         "        1 Unknown Security notice(s)",
+        "    1 package NOT CHECKED (no advisories for them)",
     ]
     verbose = cli("scan", str(old), str(new), *feeds, "--verbose")
     assert verbose.returncode == 1
     lines = verbose.stdout.splitlines()
     assert f"  requests 2.19.0 (pypi) at {SITE}/requests-2.19.0.dist-info" in lines
     assert "        CVE-2018-18074" in lines
-    assert lines[-1] == "1 of 2 targets need updates"
+    assert lines[-1] == ("1 of 2 targets need updates; packages NOT CHECKED (no advisories "
+                         f"for them) in: {old}, {new}")
     rc, doc = cli.json("scan", str(old), str(new), *feeds)
     assert rc == 1
     assert [s["target"] for s in doc["scans"]] == [str(old), str(new)]
@@ -327,3 +341,76 @@ def test_podman_image_and_modules(cli: Cli, tmp_path: Path) -> None:
         assert [f["advisory"] for f in ours["findings"]] == ["GHSA-j8r2-6x86-q33q"]
     finally:
         subprocess.run(["podman", "rmi", "-f", name], capture_output=True)
+
+
+@pytest.mark.usefixtures("shared")
+def test_packages_no_advisory_covers_are_not_a_clean_scan(cli: Cli, tmp_path: Path) -> None:
+    """A Debian root scanned with only PyPI advisories: its debs are named as not checked, in
+    every format; a root of only such packages exits 2 (nothing was checked), not 0."""
+    root = _root(tmp_path)
+    for info in (root / SITE).iterdir():
+        for f in info.iterdir():
+            f.unlink()
+        info.rmdir()
+    proc = cli("scan", str(root), "--feed", str(GHSA_REQUESTS))
+    assert proc.returncode == 2, proc.stdout
+    assert proc.stdout.splitlines()[1:] == [
+        "NOT CHECKED: 1 deb package: no Debian 12 advisories imported",
+        "nothing checked: no advisory covers any of the 1 package scanned; this is not a clean "
+        "result"]
+    rc, doc = cli.json("scan", str(root), "--feed", str(GHSA_REQUESTS))
+    assert rc == 2
+    assert (doc["findings"], doc["packages_scanned"], doc["packages_checked"]) == ([], 1, 0)
+    assert doc["unchecked"] == [{"type": "deb", "packages": 1,
+                                 "reason": "no Debian 12 advisories imported"}]
+    sarif = cli("scan", str(root), "--feed", str(GHSA_REQUESTS), "--format", "sarif")
+    notes = json.loads(sarif.stdout)["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert {"level": "warning", "message": {
+        "text": "1 deb package(s) not checked: no Debian 12 advisories imported"}} in notes
+    # --cve narrows the advisories, not what the feeds cover: the requests wheel is checked.
+    old = _root(tmp_path, name="old")
+    rc, doc = cli.json("scan", str(old), "--feed", str(GHSA_REQUESTS), "--cve", "CVE-1999-0001")
+    assert (rc, doc["packages_checked"], [u["type"] for u in doc["unchecked"]]) == (0, 1, ["deb"])
+
+
+@pytest.mark.usefixtures("shared")
+def test_a_target_without_packages_is_not_clean(cli: Cli, tmp_path: Path) -> None:
+    """An empty directory (or a symlink loop, or a mistyped root) holds no package database:
+    exit 2 and "nothing scanned", never "no findings"."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    loop = tmp_path / "loop"
+    loop.mkdir()
+    (loop / "a").symlink_to("b")
+    (loop / "b").symlink_to("a")
+    (loop / "usr").mkdir()
+    (loop / "usr" / "up").symlink_to("..")
+    for target in (empty, loop):
+        proc = cli("scan", str(target), "--feed", str(GHSA_REQUESTS))
+        assert proc.returncode == 2, proc.stdout
+        assert "no findings" not in proc.stdout
+        assert proc.stdout.splitlines()[-1] == ("no packages found: nothing was scanned; this "
+                                                "is not a clean result")
+        assert "NOTHING SCANNED: no packages found" in proc.stdout
+        rc, doc = cli.json("scan", str(target), "--feed", str(GHSA_REQUESTS))
+        assert (rc, doc["complete"], doc["findings"]) == (2, False, [])
+
+
+@pytest.mark.usefixtures("shared")
+def test_text_views_with_another_format_are_refused(cli: Cli, tmp_path: Path) -> None:
+    root = _root(tmp_path)
+    for args in (["--format", "sarif", "--summary"], ["--json", "--verbose"],
+                 ["--summary", "--verbose"]):
+        proc = cli("scan", str(root), "--feed", str(GHSA_REQUESTS), *args)
+        assert proc.returncode == 2, args
+        assert "--summary" in proc.stderr and proc.stdout == ""
+
+
+def test_a_damaged_advisory_store_is_no_answer_not_findings(cli: Cli, tmp_path: Path) -> None:
+    """Exit 1 means findings: a store that cannot be read must exit 2, with what to do."""
+    cli.home.mkdir(parents=True, exist_ok=True)
+    (cli.home / "alicorn.db").write_bytes(b"\x13 not sqlite " * 2000)
+    proc = cli("scan", str(_root(tmp_path)))
+    assert proc.returncode == 2, proc.stderr
+    assert "alicorn.db" in proc.stderr and "move alicorn.db away" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""

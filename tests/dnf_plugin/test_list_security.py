@@ -27,7 +27,10 @@ from alicorn.dnf_plugin.list_security import (
     enabled_modules,
     feed_hits,
     list_lines,
+    module_lines,
+    module_reports,
     notice_url,
+    store_advisories,
     summary_lines,
 )
 from conftest import ALICORN, EXAMPLES, SHARED_DATA, require
@@ -415,6 +418,15 @@ def test_an_empty_rpm_database_is_an_error(world: World, tmp_path: Path) -> None
     assert proc.returncode == 1
     assert "lists no installed packages" in proc.stderr
     assert proc.stdout == ""
+    # A damaged database is named as one, with the command that shows rpm's view of it.
+    damaged = tmp_path / "damaged"
+    (damaged / "usr/lib/sysimage/rpm").mkdir(parents=True)
+    (damaged / "usr/lib/sysimage/rpm/rpmdb.sqlite").write_bytes(b"\x13not sqlite" * 4096)
+    proc = world.dnf("list-security", root=damaged, check=False)
+    assert proc.returncode == 1
+    assert (f"the rpm database {damaged}/usr/lib/sysimage/rpm lists no installed packages: it "
+            "is empty, or damaged") in proc.stderr
+    assert f"rpm --root {damaged} --dbpath /usr/lib/sysimage/rpm -qa" in proc.stderr
 
 
 def test_finds_the_roots_database_without_debians_rpmmacros(world: World,
@@ -698,3 +710,47 @@ def test_enabled_modules_come_from_dnfs_state_files(tmp_path: Path) -> None:
     (d / "broken.module").write_text("this is not ini\n")
     assert enabled_modules(tmp_path) == {"nodejs:18"}
     assert enabled_modules(tmp_path / "nothing") == set()
+
+
+def test_store_advisories_reads_only_the_named_packages_unless_that_is_slower(
+        tmp_path: Path) -> None:
+    """Few names: one lookup each; many names against a small store: one read of all (the
+    matcher ignores the rest) — a host's 2,000 rpms must not cost 2,000 queries."""
+    from alicorn.advisories.model import Advisory, PackageRef
+    from alicorn.advisories.store import AdvisoryStore
+
+    url = f"sqlite:///{tmp_path / 'alicorn.db'}"
+    stored = [Advisory(id=f"TEST-{i}", type="security", severity="Low", title="", description="",
+                       issued=None, updated=None, release=None, status=None,
+                       packages=(PackageRef(f"pkg{i}", "0", "1.0", "2", "noarch"),))
+              for i in range(60)]
+    AdvisoryStore(url).import_advisories(stored, source="test")
+    assert len(store_advisories(url)) == 60
+    assert [a.id for a in store_advisories(url, ["pkg9", "pkg7"])] == \
+        ["TEST-7", "TEST-9"]
+    many = store_advisories(url, [f"pkg{i}" for i in range(0, 60, 10)])
+    assert len(many) == 60
+
+
+def test_a_module_whose_packages_no_advisory_covers_is_listed_not_checked() -> None:
+    """--modules on a Fedora host whose store holds rpm and PyPI advisories, and a Debian
+    image: its debs are named as not checked, not passed over as if it needed nothing."""
+    from alicorn.advisories.model import Advisory, Affected, Range
+    from alicorn.inventory.model import Distro, Inventory, Package
+
+    pysec = Advisory(id="PYSEC-2018-28", type="security", severity=None, title="",
+                     description="", issued=None, updated=None, release=None, status=None,
+                     format="osv", affected=(Affected("PyPI", "requests", (Range(
+                         "ECOSYSTEM", (("introduced", "0"), ("fixed", "2.20.0"))),)),))
+    debian = Inventory(target="web", kind="podman-image", name="web", distro=Distro(
+        id="debian", version_id="12"), packages=(
+        Package(type="deb", name="libc6", version="2.36-9", source="glibc"),
+        Package(type="pypi", name="requests", version="2.32.3")))
+    (report,) = module_reports([debian], [pysec])
+    assert report.hits == ()
+    assert report.unchecked == ("1 deb package(s): no Debian 12 advisories imported",)
+    assert report.summary_json()["unchecked"] == list(report.unchecked)
+    assert module_lines([report]) == [
+        "Modules needing security updates: 0 of 1",
+        "  web (podman-image) -: NOT CHECKED: 1 deb package(s): no Debian 12 advisories "
+        "imported"]

@@ -160,10 +160,14 @@ def test_host_kind_skips_container_storage_and_scratch(tmp_path: Path) -> None:
           "site-packages/rootless-1.0.dist-info", "rootless", "1.0")
     _meta(root / "tmp/t/site-packages/scratch-1.0.dist-info", "scratch", "1.0")
     _meta(root / "usr/lib/python3.12/site-packages/onhost-1.0.dist-info", "onhost", "1.0")
+    # Another system's disk mounted under /mnt or /media is not this host's software.
+    _meta(root / "mnt/backup/usr/lib/python3/site-packages/mounted-1.0.dist-info", "mounted",
+          "1.0")
+    _meta(root / "media/usb/lib/site-packages/stick-1.0.dist-info", "stick", "1.0")
     assert [p.name for p in collect(root, target="host", kind="host").packages] == ["onhost"]
     # The same tree as an image root: everything in it is the image's.
     assert sorted(p.name for p in collect(root, target="r", kind="rootfs").packages) == \
-        ["inimage", "onhost", "rootless", "scratch"]
+        ["inimage", "mounted", "onhost", "rootless", "scratch", "stick"]
 
 
 @pytest.mark.integration

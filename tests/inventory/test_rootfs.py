@@ -109,6 +109,13 @@ def test_walk_never_follows_symlinks_out_or_around(root: Path) -> None:
                    for p in files)
     assert all((root / p).is_file() and not (root / p).is_symlink() for p in files)
     assert walk.warnings == ()
+    # A FIFO or a symlink to a file is no file of the walk either (the walk reads the
+    # kernel's entry types, not a stat per entry).
+    os.mkfifo(root / "opt/app/lib/pipe.jar")
+    (root / "opt/app/lib/link.jar").symlink_to("a.jar")
+    later = RootFS(root).walk("").files()
+    assert "opt/app/lib/a.jar" in later
+    assert not {"opt/app/lib/pipe.jar", "opt/app/lib/link.jar"} & set(later)
     # Walks are shared: the same walk is the same object.
     assert fs.walk("") is walk
 

@@ -23,6 +23,7 @@ from alicorn.inventory.targets import (
     ModuleRef,
     inventory_of,
     inventory_of_modules,
+    is_host_root,
     podman_modules,
 )
 from alicorn.recipe import parse_recipe
@@ -132,6 +133,23 @@ def test_a_file_that_is_no_image(tmp_path: Path, settings: Settings) -> None:
     os.mkfifo(fifo)
     with pytest.raises(InventoryError, match="not a directory or a regular file"):
         inventory_of(str(fifo), settings=settings)
+    # A tar of a root filesystem (podman export) is named as such, with what to do.
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "os-release").write_text("ID=debian\n")
+    tarball = tmp_path / "rootfs.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(src, arcname=".")
+    with pytest.raises(InventoryError, match="a tar, but not an OCI archive") as e:
+        inventory_of(str(tarball), settings=settings)
+    assert "unpack it into a directory" in (e.value.hint or "")
+
+
+def test_a_path_that_does_not_exist_is_named_as_one(tmp_path: Path, settings: Settings) -> None:
+    for text in (str(tmp_path / "nowhere"), "./surely/not/here", "~/surely-not-here"):
+        with pytest.raises(InventoryError) as e:
+            inventory_of(text, settings=settings)
+        assert (e.value.message, e.value.where) == ("no such file or directory", text)
 
 
 RECIPE = """\
@@ -187,6 +205,16 @@ def test_host(settings: Settings) -> None:
     # The host's own package database is read: python3 (which runs this test) is in it.
     distro = "deb" if Path("/var/lib/dpkg/status").exists() else "rpm"
     assert "python3" in {p.name for p in inv.packages if p.type == distro}
+
+
+def test_the_host_root_by_path_is_the_host(tmp_path: Path) -> None:
+    """``alicorn scan /`` gets the host's exclusions (container storage, /tmp), not those of
+    an image root; any spelling of / counts, and no other directory does."""
+    (tmp_path / "to-root").symlink_to("/")
+    for spelling in ("/", "//", "/.", "/usr/..", str(tmp_path / "to-root")):
+        assert is_host_root(Path(spelling)), spelling
+    assert not is_host_root(tmp_path)
+    assert not is_host_root(tmp_path / "missing")
 
 
 # -- podman ----------------------------------------------------------------------------------------

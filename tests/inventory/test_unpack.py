@@ -358,8 +358,10 @@ def test_blob_of_the_wrong_size_or_missing(tmp_path: Path) -> None:
     with pytest.raises(InventoryError, match="bytes but the manifest says"):
         unpack_layout(img.layout, tmp_path / "root")
     blob.unlink()
-    with pytest.raises(InventoryError, match=f"{img.layers[0]} is missing from the layout"):
+    with pytest.raises(InventoryError, match=f"{img.layers[0]} is missing from the layout") as e:
         unpack_layout(img.layout, tmp_path / "root")
+    # The layer's label names its digest already: the message names it once, not twice.
+    assert e.value.message == f"layer 1/1 {img.layers[0]} is missing from the layout"
 
 
 def test_manifest_that_does_not_match_its_digest(tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from alicorn.advisories.model import Advisory, Affected, PackageRef, Range
+from alicorn.advisories.model import Advisory, Affected, PackageRef, Range, Reference
 from alicorn.advisories.osv import parse_osv
 from alicorn.advisories.rubysec import parse_rubysec
 from alicorn.advisories.updateinfo import parse_updateinfo
 from alicorn.inventory.model import Distro, Inventory, Package
 from alicorn.match.index import AdvisoryIndex
-from alicorn.match.matcher import match, scan
+from alicorn.match.matcher import NOTHING_FOUND, match, scan
 from alicorn.match.model import Finding
 from conftest import EXAMPLES, SHARED_DATA, require
 
@@ -227,13 +227,48 @@ def test_debian_advisories_of_another_release_do_not_apply() -> None:
     assert len(match(_inventory(_libssl3("3.0.11-1~deb12u2"), distro=BOOKWORM), plain)) == 1
 
 
-def test_deb_packages_of_a_root_that_is_not_debian_are_warned_about() -> None:
+def test_deb_packages_of_a_root_that_is_not_debian_are_named_unchecked() -> None:
     index = AdvisoryIndex([_openssl_advisory()])
     ubuntu = Distro(id="ubuntu", version_id="22.04", id_like=("debian",))
     result = scan(_inventory(_libssl3("3.0.11-1~deb12u2"), distro=ubuntu), index)
     assert result.findings == ()
-    assert any("not Debian" in w and "'ubuntu'" in w for w in result.inventory.warnings)
+    assert [(u.type, u.packages, u.reason) for u in result.unchecked] == [
+        ("deb", 1, "Debian advisories do not apply: the root's os-release says 'ubuntu', "
+                   "not Debian")]
 
+
+
+def test_package_types_no_advisory_covers_are_named_unchecked() -> None:
+    """A scan names the package types its advisories could not apply to (a Debian root and
+    only Debian 11 or only PyPI advisories) rather than letting them pass for clean."""
+    wheel = Package(type="pypi", name="requests", version="2.32.3")
+    inventory = _inventory(_libssl3("3.0.15-1~deb12u1"), wheel, distro=BOOKWORM)
+    bullseye_only = scan(inventory, AdvisoryIndex([_openssl_advisory("Debian:11")]))
+    assert [(u.type, u.packages, u.reason) for u in bullseye_only.unchecked] == [
+        ("deb", 1, "no Debian 12 advisories imported"),
+        ("pypi", 1, "no PyPI advisories imported")]
+    assert bullseye_only.checked == 0
+    covered = scan(inventory, AdvisoryIndex([_openssl_advisory()]))
+    assert ([u.type for u in covered.unchecked], covered.checked) == (["pypi"], 1)
+    assert covered.complete
+    # A root that is not Debian: the reason says so.
+    ubuntu = Distro(id="ubuntu", version_id="22.04")
+    other = scan(_inventory(_libssl3("3.0.11-1~deb12u2"), distro=ubuntu),
+                 AdvisoryIndex([_openssl_advisory()]))
+    assert "'ubuntu', not Debian" in other.unchecked[0].reason
+    # Coverage may be judged on another index (the CLI's unfiltered one).
+    filtered = scan(inventory, AdvisoryIndex([]), coverage=AdvisoryIndex([_openssl_advisory()]))
+    assert [u.type for u in filtered.unchecked] == ["pypi"]
+    rpm = Package(type="rpm", name="busybox", version="1.35.0-1.fc40", arch="x86_64",
+                  release="1.fc40")
+    assert [u.reason for u in scan(_inventory(rpm), AdvisoryIndex([])).unchecked] == [
+        "no rpm (updateinfo, OVAL or Bodhi) advisories imported"]
+
+
+def test_an_inventory_without_packages_is_not_complete() -> None:
+    result = scan(_inventory(distro=BOOKWORM), AdvisoryIndex([_openssl_advisory()]))
+    assert (result.findings, result.complete) == ((), False)
+    assert result.inventory.errors == (NOTHING_FOUND,)
 
 # -- rpm: dnf's rules -------------------------------------------------------------------------
 
@@ -431,3 +466,37 @@ def test_the_same_answers_as_dnf_updateinfo_list(tmp_path: Path) -> None:
                 ("T-TWO-ARCHES", "busybox-1.35.0-4.fc40.x86_64")}
     assert dnf_list("--security") == ours(types={"security"}) == expected
     assert dnf_list() == ours() == expected | {("T-BUGFIX", "busybox-1.36.0-1.fc40.x86_64")}
+
+
+
+def _pypi_advisory(ident: str, severity: str | None, fixed: str, *aliases: str) -> Advisory:
+    return Advisory(id=ident, type="security", severity=severity, title="", description="",
+                    issued=None, updated=None, release=None, status=None, format="osv",
+                    aliases=aliases, references=(Reference("web", "", f"https://x/{ident}"),),
+                    affected=(Affected("PyPI", "requests", (Range("ECOSYSTEM", (
+                        ("introduced", "0"), ("fixed", fixed))),)),))
+
+
+def test_advisories_naming_each_other_are_one_finding() -> None:
+    """PYSEC-2023-74 names GHSA-j8r2-6x86-q33q as its alias: one vulnerability, one finding
+    (the rated GHSA, carrying the PYSEC id, the lowest fix); advisories that only share a
+    CVE stay two."""
+    pysec = _pypi_advisory("PYSEC-2023-74", None, "2.31.0", "CVE-2023-32681",
+                           "GHSA-j8r2-6x86-q33q")
+    ghsa = _pypi_advisory("GHSA-j8r2-6x86-q33q", "MODERATE", "2.31.1", "CVE-2023-32681")
+    other = _pypi_advisory("PYSEC-2099-1", None, "3.0", "CVE-2023-32681")
+    wheel = Package(type="pypi", name="requests", version="2.19.0",
+                    path="usr/lib/python3/site-packages/requests-2.19.0.dist-info")
+    copy = replace(wheel, path="opt/venv/lib/python3/site-packages/requests-2.19.0.dist-info")
+    found = match(_inventory(wheel, copy), AdvisoryIndex([pysec, ghsa, other]))
+    assert [(f.package.path, f.advisory.id, f.fixed_version) for f in found] == [
+        (copy.path, "GHSA-j8r2-6x86-q33q", "2.31.0"), (copy.path, "PYSEC-2099-1", "3.0"),
+        (wheel.path, "GHSA-j8r2-6x86-q33q", "2.31.0"), (wheel.path, "PYSEC-2099-1", "3.0")]
+    merged = found[0].advisory
+    assert (merged.severity, merged.aliases) == ("MODERATE", ("CVE-2023-32681",
+                                                              "PYSEC-2023-74"))
+    assert merged.cves == ("CVE-2023-32681",)
+    # Its own page stays first among the references.
+    assert merged.references[0].href == "https://x/GHSA-j8r2-6x86-q33q"
+    assert {r.href for r in merged.references} == {"https://x/GHSA-j8r2-6x86-q33q",
+                                                   "https://x/PYSEC-2023-74"}

@@ -266,3 +266,8 @@ def test_pessimistic_operator_and_compound_requirements() -> None:
 def test_an_unreadable_requirement_is_undecided() -> None:
     verdict = evaluate("RubyGems", "1.0", Affected("RubyGems", "g", unaffected=("~~> 1",)))
     assert verdict.affected is None and "requirement" in (verdict.reason or "")
+    # The reason names the expression, never a placeholder of univers's message.
+    bad = evaluate("RubyGems", "1.0", Affected("RubyGems", "g", unaffected=(">= not a version",)))
+    assert bad.affected is None
+    assert bad.reason == ("'>= not a version' is not a valid RubyGems requirement version: "
+                          "ill-formed requirement")

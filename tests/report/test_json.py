@@ -8,11 +8,13 @@ from datetime import UTC, datetime
 import pytest
 
 from alicorn.advisories.model import Advisory, PackageRef, Reference
+from alicorn.advisories.rubysec import parse_rubysec
 from alicorn.errors import BadInput
 from alicorn.inventory.model import Distro, Inventory, Package
 from alicorn.match.model import Finding, Scan
 from alicorn.report.formats import REPORTERS, reporter
 from alicorn.report.json_ import JsonReporter, advisory_url, level, purl_of
+from conftest import SHARED_DATA
 
 DEBIAN = Distro(id="debian", version_id="12", codename="bookworm",
                 pretty_name="Debian GNU/Linux 12 (bookworm)")
@@ -185,6 +187,17 @@ def test_advisory_urls() -> None:
     bare = Advisory(id="SL-2", type="security", severity=None, title="", description="",
                     issued=None, updated=None, release=None, status=None)
     assert advisory_url(bare) is None
+
+
+def test_a_rubysec_advisory_links_to_its_own_url() -> None:
+    """A rubysec id is the database's file name, no osv.dev record: its url is the page."""
+    path = SHARED_DATA / "rubysec" / "gems" / "nokogiri" / "CVE-2019-5477.yml"
+    if not path.is_file():
+        pytest.skip(f"the shared rubysec data is not at {path}")
+    rubysec = parse_rubysec(path.read_bytes(),
+                            source="gems/nokogiri/CVE-2019-5477.yml").advisories[0]
+    assert rubysec.id == "nokogiri/CVE-2019-5477"
+    assert advisory_url(rubysec) == "https://github.com/sparklemotion/nokogiri/issues/1915"
 
 
 def test_registry() -> None:

@@ -133,3 +133,27 @@ def test_one_run_per_target() -> None:
                                                                  "host"]
     assert log["runs"][1]["results"] == []
     assert log["runs"][1]["tool"]["driver"]["rules"] == []
+
+
+def test_unchecked_packages_and_empty_targets_are_notifications(
+        validator: Draft4Validator) -> None:
+    import dataclasses
+
+    from alicorn.match.matcher import NOTHING_FOUND
+    from alicorn.match.model import Unchecked
+
+    partial = dataclasses.replace(_scan(), unchecked=(
+        Unchecked(type="deb", packages=1, reason="no Debian 12 advisories imported"),))
+    empty = Scan(Inventory(target="empty", kind="rootfs", packages=(), errors=(NOTHING_FOUND,)),
+                 ())
+    log = json.loads(SarifReporter().render([partial, empty]))
+    _valid(validator, log)
+    first, second = (run["invocations"][0] for run in log["runs"])
+    assert first["executionSuccessful"] is True
+    assert {"level": "warning", "message": {
+        "text": "1 deb package(s) not checked: no Debian 12 advisories imported"}} in \
+        first["toolExecutionNotifications"]
+    assert log["runs"][0]["properties"]["packages_checked"] == 1
+    assert second["executionSuccessful"] is False
+    assert second["toolExecutionNotifications"][0]["message"]["text"].startswith(
+        "nothing scanned: no packages found (no rpm database")

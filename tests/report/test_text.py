@@ -185,3 +185,38 @@ def test_hostile_text_cannot_drive_the_terminal() -> None:
         assert "\\x1b" in text
     verbose = TextReporter(verbose=True).render([_scan(Finding(evil, pkg, "2"))])
     assert "        \\x1b]0;owned\\x07\\x1b[2Jgone\\rover \\u202eesrever" in verbose.splitlines()
+
+
+def test_packages_no_advisory_covered_are_said_to_be_unchecked() -> None:
+    """Every view names the package types that were not checked; a scan of only such packages
+    is "nothing checked", never "no findings"; the overall line names such targets."""
+    from alicorn.match.model import Unchecked
+
+    pypi = Unchecked(type="pypi", packages=1, reason="no PyPI advisories imported")
+    some = Scan(_scan().inventory, FINDINGS[1:3], unchecked=(pypi,))
+    lines = TextReporter().render([some]).splitlines()
+    assert lines[1] == "NOT CHECKED: 1 pypi package: no PyPI advisories imported"
+    assert lines[-1] == ("2 security advisories for 1 package: 1 Critical, 1 Important; "
+                         "1 package NOT CHECKED (no advisories for them)")
+    clean = Scan(_scan().inventory, (), unchecked=(pypi,))
+    assert TextReporter().render([clean]).splitlines()[-1] == (
+        "no findings in the 2 packages checked; 1 package NOT CHECKED (no advisories for them)")
+    rpms = Unchecked(type="rpm", packages=2, reason="no rpm advisories imported")
+    nothing = Scan(_scan(target="db").inventory, (), unchecked=(rpms, pypi))
+    assert TextReporter(summary=True).render([nothing]).splitlines() == [
+        "db (podman-container, Fedora Linux 39, sha256:abababababab): 3 packages scanned",
+        "NOT CHECKED: 2 rpm packages: no rpm advisories imported",
+        "NOT CHECKED: 1 pypi package: no PyPI advisories imported",
+        "    nothing checked: no advisory covers any of the 3 packages scanned; this is not a "
+        "clean result"]
+    assert TextReporter().render([_scan(*FINDINGS), nothing]).splitlines()[-1] == (
+        "1 of 2 targets need updates; packages NOT CHECKED (no advisories for them) in: db")
+
+
+def test_a_target_without_packages_says_nothing_was_scanned() -> None:
+    from alicorn.match.matcher import NOTHING_FOUND
+
+    inv = Inventory(target="empty", kind="rootfs", packages=(), errors=(NOTHING_FOUND,))
+    lines = TextReporter().render([Scan(inv, ())]).splitlines()
+    assert lines[1].startswith("NOTHING SCANNED: no packages found (no rpm database")
+    assert lines[-1] == "no packages found: nothing was scanned; this is not a clean result"

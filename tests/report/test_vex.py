@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -131,6 +132,16 @@ def test_an_incomplete_scan_is_marked() -> None:
     _, clean = _render(_scan())
     assert {"name": "alicorn:complete", "value": "true"} in \
         clean["metadata"]["component"]["properties"]
+    # Packages no advisory covered are marked too (the document stays valid CycloneDX).
+    from alicorn.match.model import Unchecked
+
+    partial = dataclasses.replace(_scan(), unchecked=(
+        Unchecked(type="deb", packages=2, reason="no Debian 12 advisories imported"),))
+    text, doc = _render(partial)
+    assert {"name": "alicorn:unchecked",
+            "value": "2 deb package(s): no Debian 12 advisories imported"} in \
+        doc["metadata"]["component"]["properties"]
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(text) is None
 
 
 def test_several_targets_share_components() -> None:

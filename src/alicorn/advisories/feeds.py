@@ -23,7 +23,13 @@ from alicorn.advisories.bodhi import BodhiReader
 from alicorn.advisories.debian import MAX_TRACKER, DebReader, TrackerJsonReader
 from alicorn.advisories.interface import FeedReader, FeedResult
 from alicorn.advisories.model import Advisory, FeedError
-from alicorn.advisories.osv import DEFAULT_MAX_SIZE, OsvReader, decompress, read_input
+from alicorn.advisories.osv import (
+    DEFAULT_MAX_SIZE,
+    OsvReader,
+    decompress,
+    load_document,
+    read_input,
+)
 from alicorn.advisories.oval import OvalReader
 from alicorn.advisories.rubysec import RubysecReader
 from alicorn.advisories.updateinfo import parse_updateinfo, read_repodata
@@ -224,18 +230,82 @@ def _is_tracker_dump(path: Path) -> bool:
 def _parse(data: bytes, *, source: str, path: Path, max_size: int) -> FeedResult:
     reader = reader_for(path, data[:_HEAD], max_size=max_size)
     if reader is None:
+        if data.lstrip()[:1] in (b"{", b"["):
+            # JSON whose first bytes name no format may just be cut short (a Bodhi record
+            # names its builds late): say where it breaks, file:line:column, if it does.
+            load_document(data, source=source, yaml_ok=False)
         raise FeedError("not an advisory feed in any format Alicorn reads", where=source,
                         hint=f"formats read: {_NAMES}")
     return reader.parse(data, source=source)
 
 
 def _load_url(url: str, *, max_size: int, timeout: float) -> FeedResult:
+    if url.endswith("/"):
+        # A directory URL, as a repository's baseurl is written.
+        repo = _load_repo_url(url, max_size=max_size, timeout=timeout)
+        if repo is not None:
+            return repo
     data = _download(url, max_size=max_size, timeout=timeout)
     if data.startswith(_ZIP):
         return OsvReader(max_size=max_size).parse(data, source=url)
     data = decompress(data, source=url, max_size=max_size)
-    return _parse(data, source=url, path=Path(unquote(urlsplit(url).path) or "feed"),
-                  max_size=max_size)
+    try:
+        return _parse(data, source=url, path=Path(unquote(urlsplit(url).path) or "feed"),
+                      max_size=max_size)
+    except FeedError as e:
+        # ``http://host/repo`` without its slash: the server's index page is no feed, but
+        # the repository behind it is.
+        if url.endswith("/") or not e.message.startswith("not an advisory feed"):
+            raise
+        repo = _load_repo_url(url + "/", max_size=max_size, timeout=timeout)
+        if repo is None:
+            raise
+        return repo
+
+
+def _load_repo_url(base: str, *, max_size: int, timeout: float) -> FeedResult | None:
+    """The advisories of the RPM repository at the URL ``base`` (ending in ``/``), read
+    through its ``repodata/repomd.xml`` as :func:`read_repodata` reads a local one (the
+    checksum checked); None when there is no repomd.xml there."""
+    import tempfile
+    from dataclasses import replace
+    from urllib.parse import urljoin
+
+    from defusedxml import ElementTree as SafeET
+    from defusedxml.common import DefusedXmlException
+
+    repomd_url = urljoin(base, "repodata/repomd.xml")
+    try:
+        repomd = _download(repomd_url, max_size=max_size, timeout=timeout)
+    except FeedError:
+        return None
+    try:
+        root = SafeET.fromstring(repomd)
+    except (SafeET.ParseError, DefusedXmlException, ValueError):
+        return None     # not a repository's repomd.xml (an HTML error page, say)
+    hrefs = [loc.get("href") or "" for data in root if data.tag.endswith("}data")
+             and data.get("type") == "updateinfo"
+             for loc in data if loc.tag.endswith("}location")]
+    with tempfile.TemporaryDirectory(prefix="alicorn-repo-") as tmp:
+        local = Path(tmp)
+        (local / "repodata").mkdir()
+        (local / "repodata" / "repomd.xml").write_bytes(repomd)
+        href = hrefs[0] if hrefs else ""
+        if href:
+            parts = Path(href).parts
+            if Path(href).is_absolute() or ".." in parts or "://" in href:
+                raise FeedError(f"the updateinfo location {href!r} points outside the "
+                                "repository", where=repomd_url)
+            target = local.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_download(urljoin(base, href), max_size=max_size,
+                                         timeout=timeout))
+        advisories = read_repodata(local, max_size=max_size)
+    source = urljoin(base, href) if href else repomd_url
+    found = tuple(replace(a, source=source) for a in advisories)
+    warnings = () if found else (f"{repomd_url}: the repository has no updateinfo; no "
+                                 "advisories in it",)
+    return FeedResult(found, warnings)
 
 
 def _download(url: str, *, max_size: int, timeout: float) -> bytes:

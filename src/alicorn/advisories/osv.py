@@ -96,7 +96,8 @@ def read_input(path: Path, *, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
                 raise FeedError(f"the file is {size} bytes, more than the {max_size}-byte cap; "
                                 "refusing it", where=where,
                                 hint="an advisory feed file is never this large; check what it "
-                                     "is, or raise the cap (max_size) if it is genuine")
+                                     "is (a genuine database is split into files, one per "
+                                     "advisory, or zipped)")
             data = f.read(max_size + 1)
     except OSError as e:
         raise FeedError(f"cannot read the file: {e.strerror or e}", where=where) from e
@@ -349,7 +350,9 @@ def osv_advisory(record: Mapping[str, Any], *, source: str, warnings: list[str],
         format="osv",
         aliases=tuple(a.strip() for a in _list(record.get("aliases"))
                       if isinstance(a, str) and a.strip()),
-        affected=tuple(_affected(record.get("affected"), label=label, warnings=warnings)),
+        affected=tuple(_affected(_checked_list(record.get("affected"), where=f"{label}: affected",
+                                               warnings=warnings),
+                                 label=label, warnings=warnings)),
         withdrawn=dates["withdrawn"],
     )
 
@@ -360,6 +363,15 @@ def _str(value: object) -> str:
 
 def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
+
+
+def _checked_list(value: object, *, where: str, warnings: list[str]) -> list[Any]:
+    """``value`` when it is a list; absent is an empty one, and anything else is an empty
+    one with a warning (a field of the wrong shape must not vanish without a word)."""
+    if value is None or isinstance(value, list):
+        return value or []
+    warnings.append(f"{where} is not a list ({type(value).__name__}); ignored")
+    return []
 
 
 def _date(value: object, *, field: str, label: str, warnings: list[str]) -> datetime | None:
@@ -442,7 +454,10 @@ def _affected(value: object, *, label: str, warnings: list[str]) -> Iterator[Aff
             warnings.append(f"{where}: not an object; skipped")
             continue
         package = entry.get("package")
-        package = package if isinstance(package, dict) else {}
+        if not isinstance(package, dict):
+            warnings.append(f"{where}: \"package\" is not an object ({package!r:.60}); entry "
+                            "skipped")
+            continue
         written = package.get("ecosystem")
         ecosystem = canonical_ecosystem(written)
         if ecosystem is None:
@@ -452,13 +467,18 @@ def _affected(value: object, *, label: str, warnings: list[str]) -> Iterator[Aff
         if not name:
             warnings.append(f"{where}: no package name; entry skipped")
             continue
-        yield Affected(
-            ecosystem=ecosystem,
-            name=name,
-            ranges=tuple(_ranges(entry.get("ranges"), where=where, warnings=warnings)),
-            versions=tuple(v.strip() for v in _list(entry.get("versions"))
-                           if isinstance(v, str) and v.strip()),
-        )
+        written_ranges = _checked_list(entry.get("ranges"), where=f"{where}: ranges",
+                                       warnings=warnings)
+        written_versions = _checked_list(entry.get("versions"), where=f"{where}: versions",
+                                         warnings=warnings)
+        ranges = tuple(_ranges(written_ranges, where=where, warnings=warnings))
+        versions = tuple(v.strip() for v in written_versions if isinstance(v, str) and v.strip())
+        if (written_ranges or written_versions) and not ranges and not versions:
+            # What it said could not be read: kept, but it matches no version, and a person
+            # must know that this advisory can find nothing for the package.
+            warnings.append(f"{where}: no readable range or version left for {name}; it "
+                            "matches no version")
+        yield Affected(ecosystem=ecosystem, name=name, ranges=ranges, versions=versions)
 
 
 def _ranges(value: object, *, where: str, warnings: list[str]) -> Iterator[Range]:
@@ -468,7 +488,9 @@ def _ranges(value: object, *, where: str, warnings: list[str]) -> Iterator[Range
             continue
         kind = _str(item.get("type")).upper()
         events: list[tuple[str, str]] = []
-        for event in _list(item.get("events")):
+        written = _checked_list(item.get("events"), where=f"{where}: ranges[{index}].events",
+                                warnings=warnings)
+        for event in written:
             if not isinstance(event, dict) or len(event) != 1:
                 warnings.append(f"{where}: ranges[{index}]: malformed event {event!r}; skipped")
                 continue
@@ -478,7 +500,8 @@ def _ranges(value: object, *, where: str, warnings: list[str]) -> Iterator[Range
                 continue
             events.append((event_kind, version.strip()))
         if not kind or not events:
-            warnings.append(f"{where}: ranges[{index}] has no type or no events; skipped")
+            what = "no type" if not kind else ("no readable event" if written else "no events")
+            warnings.append(f"{where}: ranges[{index}] has {what}; skipped")
             continue
         yield Range(type=kind, events=tuple(events))
 

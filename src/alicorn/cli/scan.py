@@ -8,18 +8,20 @@ not give an answer (an incomplete inventory without findings, no advisories at a
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 
 from alicorn.advisories.model import Advisory
 from alicorn.config import Settings, load_settings
-from alicorn.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput
+from alicorn.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Error, StoreError
 from alicorn.match.model import Scan
 
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -93,6 +95,28 @@ def _unique(targets: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
+class ScanFailed(BadInput):
+    """A scan that could not give an answer for a reason not the person's input (a damaged
+    advisory store, podman failing).  Exit 2, not 1: 1 means "findings exist", and a script
+    must not take a broken database for vulnerable packages."""
+
+
+def _no_answer(fn: Callable[..., None]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            fn(*args, **kwargs)
+        except BadInput:
+            raise
+        except StoreError as e:
+            raise ScanFailed(e.message, where=e.where, hint=e.hint or (
+                "the advisory store under ALICORN_HOME is damaged or not Alicorn's: move "
+                "alicorn.db away and import the feeds again, or give --feed PATH")) from e
+        except Error as e:
+            raise ScanFailed(e.message, where=e.where, hint=e.hint) from e
+    return wrapper
+
+
 @click.command("scan", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("targets", metavar="[TARGET]...", nargs=-1)
 @click.option("--modules", is_flag=True,
@@ -118,6 +142,7 @@ def _unique(targets: Iterable[str]) -> list[str]:
 @click.option("--feed", "feeds", multiple=True, metavar="PATH",
               help="Also match the advisories of this feed (a file, a directory, a repo or a "
                    "URL; repeatable; not stored).")
+@_no_answer
 def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None,
          output: Path | None, kind: str, cves: tuple[str, ...], advisory_ids: tuple[str, ...],
          severities: tuple[str, ...], summary: bool, verbose: bool,
@@ -136,9 +161,11 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
     Exit status:
       0  no findings, and every target was read completely
       1  findings exist (also when some target was read incompletely)
-      2  bad input: an unknown target, an unreadable feed, no advisories at all;
+      2  bad input: an unknown target, an unreadable feed, no advisories at all, a
+         damaged advisory store or a failing podman (no answer is no finding);
          also an INCOMPLETE scan without findings (a package database could not be
-         read), which must not pass for a clean one
+         read, or no package was found), and a scan in which no advisory covered
+         any package (a Debian root, no Debian advisories): neither is a clean one
     """
     from alicorn.inventory.targets import inventory_of, inventory_of_modules
     from alicorn.match.index import AdvisoryIndex
@@ -153,6 +180,11 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
     if as_json and fmt not in (None, "json"):
         raise BadInput(f"--json and --format {fmt} contradict each other")
     name = "json" if as_json else (fmt or "text")
+    if name != "text" and (summary or verbose):
+        raise BadInput(f"--summary and --verbose are views of the text report, not of "
+                       f"--format {name}", hint=f"drop them, or drop --format {name}")
+    if summary and verbose:
+        raise BadInput("--summary and --verbose are two different views; give one")
     report = reporter(name, summary=summary, verbose=verbose)
 
     settings = load_settings()
@@ -162,7 +194,10 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
     wanted_cves = {c.strip().upper() for c in cves}
     wanted_ids = {i.strip().upper() for i in advisory_ids}
     wanted_levels = {level(s) for s in severities}
+    coverage: AdvisoryIndex | None = None
     if wanted_cves or wanted_ids or wanted_levels:
+        # What the feeds cover is judged before the filters: --cve is no missing feed.
+        coverage = AdvisoryIndex(advisories)
         advisories = [a for a in advisories if _matches(a, cves=wanted_cves, ids=wanted_ids,
                                                          levels=wanted_levels)]
         if not advisories:
@@ -181,7 +216,8 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
             raise BadInput("--modules: this host has no podman images or containers",
                            hint="give a TARGET, or check `podman images` and `podman ps -a`")
         inventories += found
-    scans: list[Scan] = [match(inv, index, types=types) for inv in inventories]
+    scans: list[Scan] = [match(inv, index, types=types, coverage=coverage)
+                        for inv in inventories]
 
     text = report.render(scans)
     if output is not None:
@@ -203,4 +239,8 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
     if findings:
         sys.exit(EXIT_FAILED)
     if any(not s.complete for s in scans):
+        sys.exit(EXIT_BAD_INPUT)
+    if any(s.unchecked and not s.checked for s in scans):
+        # No advisory covered any package (a Debian root and only PyPI advisories): as with
+        # no advisories at all, an empty report is no answer.
         sys.exit(EXIT_BAD_INPUT)

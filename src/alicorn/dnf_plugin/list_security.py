@@ -273,15 +273,23 @@ def store_url(home: Path) -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
+#: How many stored advisories one lookup by package name costs as much as reading.
+_LOOKUP_COST = 20
+
+
 def store_advisories(url: str, names: Iterable[str] | None = None) -> list[Advisory]:
     """The stored advisories that ship a package of one of ``names`` (all when None)."""
     from alicorn.advisories.store import AdvisoryStore
 
     store = AdvisoryStore(url)
-    if names is None:
+    wanted = sorted(set(names)) if names is not None else None
+    # The store looks up one name per query (~2.7 ms each on sqlite) while streaming every
+    # advisory costs ~0.13 ms one: a host's 2,000 rpms against a few thousand advisories
+    # are read faster whole (the matcher ignores the others).
+    if wanted is None or len(wanted) * _LOOKUP_COST >= store.count():
         return list(store.all())
     found: dict[tuple[str, str], Advisory] = {}
-    for name in sorted(set(names)):
+    for name in wanted:
         for adv in store.search(package=name):
             found.setdefault((adv.id, adv.format), adv)
     return list(found.values())
@@ -356,6 +364,9 @@ class ModuleReport:
     packages: int
     hits: tuple[Hit, ...]
     errors: tuple[str, ...] = ()
+    # Package types no advisory covered ("12 deb packages: no Debian 12 advisories
+    # imported"): not checked, so the module's silence says nothing about them.
+    unchecked: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
         """Findings by severity level, the most severe first (only levels that occur)."""
@@ -379,7 +390,8 @@ class ModuleReport:
     def summary_json(self) -> dict[str, Any]:
         return {**self._module_json(), "packages": self.packages,
                 "findings": len(self.hits), "by_severity": self.counts(),
-                "complete": not self.errors, "errors": list(self.errors)}
+                "complete": not self.errors, "errors": list(self.errors),
+                "unchecked": list(self.unchecked)}
 
 
 def _finding_hit(finding: Any) -> Hit:
@@ -412,7 +424,9 @@ def module_reports(inventories: Iterable[Any], advisories: Iterable[Advisory],
                                     kind=inventory.kind, target=inventory.target,
                                     digest=inventory.digest,
                                     packages=len(inventory.packages), hits=hits,
-                                    errors=tuple(inventory.errors)))
+                                    errors=tuple(inventory.errors),
+                                    unchecked=tuple(f"{u.packages} {u.type} package(s): "
+                                                    f"{u.reason}" for u in result.unchecked)))
     return reports
 
 
@@ -421,7 +435,7 @@ def module_lines(reports: Sequence[ModuleReport], *, verbose: bool = False) -> l
     affected package inside it and its advisories, CVEs and fixed versions."""
     if not reports:
         return ["Modules: none on this host (podman lists no images or containers)"]
-    shown = [r for r in reports if r.hits or r.errors]
+    shown = [r for r in reports if r.hits or r.errors or r.unchecked]
     lines = [f"Modules needing security updates: {sum(1 for r in shown if r.hits)} of "
              f"{len(reports)}"]
     for r in shown:
@@ -433,6 +447,8 @@ def module_lines(reports: Sequence[ModuleReport], *, verbose: bool = False) -> l
             lines.append(f"{head}: {len(r.hits)} {findings}: {counts}")
         for error in r.errors:
             lines.append(f"{head}: INCOMPLETE, could not read {error}")
+        for what in r.unchecked:
+            lines.append(f"{head}: NOT CHECKED: {what}")
         if not verbose:
             continue
         by_package: dict[tuple[str, str, str], list[Hit]] = {}
@@ -458,6 +474,25 @@ def _installed(pkg: Any) -> InstalledRpm:
 
 def _has_rpmdb(directory: Path) -> bool:
     return any((directory / f).is_file() for f in _RPMDB_FILES)
+
+
+def no_packages_message(installroot: str, dbpath: str) -> str:
+    """Why dnf found no installed package in ``installroot``, and what to do: the root does
+    not exist, its database could not be read (rpm printed why), or there is none where
+    ``dbpath`` points."""
+    root = Path(installroot or "/")
+    database = root / dbpath.lstrip("/")
+    if not root.is_dir():
+        return (f"the installroot {installroot} does not exist (or is not a directory): there "
+                "is nothing to check")
+    if _has_rpmdb(database):
+        return (f"the rpm database {database} lists no installed packages: it is empty, or "
+                "damaged (rpm's errors above say which); reporting 'no updates' would be wrong. "
+                f"Check it with: rpm --root {root} --dbpath {dbpath} -qa")
+    return (f"the rpm database of {installroot} lists no installed packages (rpm's %_dbpath "
+            f"is {dbpath}): there is nothing to check, and reporting 'no updates' would be "
+            "wrong. If the root keeps its database elsewhere, set %_dbpath (for example in "
+            "~/.rpmmacros)")
 
 
 def point_rpm_at_root_database(installroot: str) -> str | None:
@@ -553,11 +588,8 @@ class ListSecurityCommand(dnf.cli.Command):  # type: ignore[misc]
         query = self._installed_query()
         installed = [_installed(p) for p in query]
         if not installed:
-            raise dnf.exceptions.Error(
-                f"the rpm database of {self.base.conf.installroot} lists no installed packages "
-                f"(rpm's %_dbpath is {rpm.expandMacro('%{_dbpath}')}): there is nothing to "
-                "check, and reporting 'no updates' would be wrong. If the root keeps its "
-                "database elsewhere, set %_dbpath (for example in ~/.rpmmacros)")
+            raise dnf.exceptions.Error(no_packages_message(self.base.conf.installroot,
+                                                           rpm.expandMacro("%{_dbpath}")))
         hits: list[Hit] = []
         sources: list[str] = []
         repos = [r.id for r in self.base.repos.iter_enabled()]

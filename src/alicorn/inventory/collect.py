@@ -21,10 +21,11 @@ log = logging.getLogger(__name__)
 
 DISTRO_TYPES = frozenset({"rpm", "deb"})
 #: What a walk of the running host does not enter: container storage holds the roots of other
-#: images (inventoried as modules of their own, not as the host's packages), and the temporary
-#: directories hold scratch, not installed software.
+#: images (inventoried as modules of their own, not as the host's packages), the temporary
+#: directories hold scratch, not installed software, and /mnt and /media hold file systems
+#: mounted for a while (a backup, another system's disk, a USB stick), not this host's.
 HOST_EXCLUDE = ("var/lib/containers", "var/lib/docker", "root/.local/share/containers",
-                "home/*/.local/share/containers", "tmp", "var/tmp")
+                "home/*/.local/share/containers", "tmp", "var/tmp", "mnt", "media")
 # Files a distro package owns that stand for a Python distribution's metadata directory.
 _METADATA_FILES = ("METADATA", "PKG-INFO")
 

@@ -360,14 +360,16 @@ class RootFS:
                             entries += 1
                             if entries > max_entries:
                                 break
+                            # The kernel's d_type answers without a stat per entry (one
+                            # lstat only where the file system gives none); a symlink is
+                            # neither.
                             try:
-                                est = entry.stat(follow_symlinks=False)
+                                if entry.is_dir(follow_symlinks=False):
+                                    subdirs.append(entry.name)
+                                elif entry.is_file(follow_symlinks=False):
+                                    files.append(entry.name)
                             except OSError:
                                 continue
-                            if stat.S_ISDIR(est.st_mode):
-                                subdirs.append(entry.name)
-                            elif stat.S_ISREG(est.st_mode):
-                                files.append(entry.name)
                 except OSError as e:
                     warnings.append(f"/{rel}: not walked: {e.strerror}")
                     continue

@@ -43,7 +43,8 @@ from alicorn.inventory.model import Inventory, InventoryError
 from alicorn.inventory.unpack import UnpackedImage, archive_kind, is_oci_layout, unpacked
 from alicorn.proc import run, which
 
-__all__ = ["ModuleRef", "inventory_of", "inventory_of_modules", "podman_modules"]
+__all__ = ["ModuleRef", "inventory_of", "inventory_of_modules", "is_host_root",
+           "podman_modules"]
 
 #: The label ``alicorn run`` puts on the containers it starts (alicorn.run.podman.start).
 LABEL_MODULE = "org.alicorn.module"
@@ -90,6 +91,11 @@ def inventory_of(target: str, *, settings: Settings | None = None) -> Inventory:
             if ref is not None:
                 raise InventoryError(f"{path} is a root filesystem, not an image: it has no "
                                      f"image named {ref!r}", where=str(path))
+            if is_host_root(path):
+                # ``alicorn scan /`` is the running host: its container storage and scratch
+                # directories are not its packages (collect's HOST_EXCLUDE).
+                return collect(Path("/"), target=target, kind="host",
+                               name=socket.gethostname())
             return collect(path.absolute(), target=target, kind="rootfs")
         if not path.is_file():
             # A FIFO or a device would block or never end.
@@ -97,9 +103,19 @@ def inventory_of(target: str, *, settings: Settings | None = None) -> Inventory:
                                  hint=FORMS_HINT)
         kind = archive_kind(path)
         if kind is None:
+            if _is_tar(path):
+                raise InventoryError(
+                    "a tar, but not an OCI archive or a docker archive (it has no index.json "
+                    "or manifest.json)", where=str(path),
+                    hint="a tar of a root filesystem (podman export, a rootfs tarball) is not "
+                         "read as it is: unpack it into a directory and scan the directory")
             raise InventoryError("not a directory, an OCI archive or a docker archive",
                                  where=str(path), hint=FORMS_HINT)
         return _from_image(path, kind, ref, target=target, workdir=workdir)
+
+    if text.startswith(("/", "./", "../", "~")):
+        # No image name podman knows starts so: this is a path, and it does not exist.
+        raise InventoryError("no such file or directory", where=text, hint=FORMS_HINT)
 
     layout = _alicorn_layout(text, settings)
     if layout is not None:
@@ -107,6 +123,26 @@ def inventory_of(target: str, *, settings: Settings | None = None) -> Inventory:
                            kind="alicorn")
 
     return _from_podman(text, target=target)
+
+
+def is_host_root(path: Path) -> bool:
+    """Whether the directory ``path`` is this host's ``/`` (however it is spelled: ``/``,
+    ``/.``, ``//``, a symlink to it)."""
+    try:
+        return path.resolve() == Path("/").resolve() and os.path.samefile(path, "/")
+    except OSError:
+        return False
+
+
+def _is_tar(path: Path) -> bool:
+    """Whether ``path`` starts like a tar (plain or compressed): only the first bytes are
+    read."""
+    import tarfile
+
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, tarfile.TarError, ValueError):
+        return False
 
 
 def _local_path(text: str) -> tuple[Path, str | None] | None:

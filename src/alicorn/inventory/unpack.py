@@ -198,16 +198,17 @@ class _LayoutBlobs:
             # followed or waited on.
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError as e:
-            raise InventoryError(f"{what} {digest} is missing from the layout",
+            raise InventoryError(f"{_named(what, digest)} is missing from the layout",
                                  where=str(path), hint="the layout is incomplete") from e
         except OSError as e:
-            raise InventoryError(f"cannot open {what} {digest}: {e.strerror}",
+            raise InventoryError(f"cannot open {_named(what, digest)}: {e.strerror}",
                                  where=str(path)) from e
         f = os.fdopen(fd, "rb")
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                raise InventoryError(f"{what} {digest} is not a regular file", where=str(path))
+                raise InventoryError(f"{_named(what, digest)} is not a regular file",
+                                     where=str(path))
             _check_size(st.st_size, size, what, digest, str(path))
             yield f
         finally:
@@ -294,10 +295,15 @@ class _ArchiveBlobs:
         return data
 
 
+def _named(what: str, digest: Digest | None) -> str:
+    """``what`` and the digest, unless ``what`` already names it (a layer's label does)."""
+    return f"{what} {digest}" if digest and str(digest) not in what else what
+
+
 def _check_size(actual: int, expected: int | None, what: str, digest: Digest | None,
                 where: str) -> None:
     if expected is not None and actual != expected:
-        name = f"{what} {digest}" if digest else what
+        name = _named(what, digest)
         raise InventoryError(f"{name} is {actual} bytes but the manifest says {expected}",
                              where=where, hint="the image is damaged or was tampered with")
 

@@ -139,9 +139,25 @@ class AdvisoryIndex:
                                 rpm_packages=rpm_packages, affected=affected_count,
                                 other_ecosystems=other)
         self.has_debian = any(fam == "deb" for fam, _ in self._affected)
+        self._families = frozenset(fam for fam, _ in self._affected)
+        self._debian_ecosystems = frozenset(
+            c.affected.ecosystem for (fam, _), found in self._affected.items() if fam == "deb"
+            for c in found if c.affected is not None)
 
     def __len__(self) -> int:
         return self.stats.advisories
+
+    def covers(self, package_type: str, distro: Distro | None = None) -> bool:
+        """Whether any advisory of the index could apply to a package of ``package_type``
+        (installed in a root of ``distro``): rpm needs some fixed rpm build, deb an entry of
+        the root's Debian release, the others an entry of their ecosystem.  A scan says which
+        package types were not covered rather than calling them clean."""
+        if package_type == "rpm":
+            return bool(self._rpm)
+        fam = _TYPE_FAMILY.get(package_type)
+        if fam == "deb":
+            return bool(self._debian_ecosystems & debian_ecosystems(distro))
+        return fam is not None and fam in self._families
 
     def candidates(self, package: Package, distro: Distro | None = None) -> tuple[Candidate, ...]:
         """The advisories that name ``package``; the matcher then compares versions.

@@ -46,10 +46,10 @@ from dataclasses import replace
 from alicorn.advisories.model import Advisory, PackageRef
 from alicorn.inventory.model import Inventory, Package
 from alicorn.match.index import AdvisoryIndex, debian_ecosystems
-from alicorn.match.model import Finding, Scan
+from alicorn.match.model import Finding, Scan, Unchecked
 from alicorn.match.versions import InvalidVersion, Verdict, compare, evaluate
 
-__all__ = ["match", "scan"]
+__all__ = ["NOTHING_FOUND", "match", "scan", "unchecked"]
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,57 @@ def match(inventory: Inventory, index: AdvisoryIndex, *, types: set[str] | None 
 
 
 def scan(inventory: Inventory, index: AdvisoryIndex, *, types: set[str] | None = None,
-         enabled_modules: Collection[str] = ()) -> Scan:
+         enabled_modules: Collection[str] = (), coverage: AdvisoryIndex | None = None) -> Scan:
     """:func:`match` as a :class:`Scan`; undecidable matches are appended to the inventory's
-    warnings (so a report shows them beside the skipped records)."""
+    warnings (so a report shows them beside the skipped records).
+
+    The scan's ``unchecked`` names the package types no advisory of ``coverage`` (default:
+    ``index``) covers; a caller that filtered the advisories (``--cve``) passes the index of
+    all of them, so that a filter is not mistaken for a feed that lacks an ecosystem.  An
+    inventory without any package gets the error :data:`NOTHING_FOUND`.
+    """
     findings, warnings = _match(inventory, index, types, enabled_modules)
     if warnings:
         inventory = replace(inventory, warnings=(*inventory.warnings, *warnings))
-    return Scan(inventory=inventory, findings=findings)
+    if not inventory.packages and not inventory.errors:
+        # An empty directory, a wrong path, an image of only static binaries: "no findings"
+        # would read as clean when nothing was looked at.
+        inventory = replace(inventory, errors=(NOTHING_FOUND,))
+    return Scan(inventory=inventory, findings=findings,
+                unchecked=unchecked(inventory, coverage or index))
+
+
+#: The inventory error of a target in which no package source found anything.
+NOTHING_FOUND = ("no packages found (no rpm database, no dpkg status, no Python, gem, jar "
+                 "or npm package metadata): is this a root filesystem?")
+
+_ECOSYSTEM_NAME = {"rpm": "rpm (updateinfo, OVAL or Bodhi)", "pypi": "PyPI",
+                   "gem": "RubyGems", "maven": "Maven", "npm": "npm"}
+
+
+def unchecked(inventory: Inventory, index: AdvisoryIndex) -> tuple[Unchecked, ...]:
+    """The package types of ``inventory`` that no advisory of ``index`` could apply to, with
+    how many packages and why (:class:`~alicorn.match.model.Unchecked`)."""
+    counts: dict[str, int] = {}
+    for p in inventory.packages:
+        counts[p.type] = counts.get(p.type, 0) + 1
+    out = []
+    for kind, n in sorted(counts.items()):
+        if index.covers(kind, inventory.distro):
+            continue
+        if kind == "deb":
+            ecosystems = debian_ecosystems(inventory.distro)
+            if not ecosystems:
+                said = inventory.distro.id if inventory.distro else "nothing"
+                reason = (f"Debian advisories do not apply: the root's os-release says "
+                          f"{said!r}, not Debian")
+            else:
+                release = max(ecosystems, key=len).replace(":", " ")
+                reason = f"no {release} advisories imported"
+        else:
+            reason = f"no {_ECOSYSTEM_NAME.get(kind, kind)} advisories imported"
+        out.append(Unchecked(type=kind, packages=n, reason=reason))
+    return tuple(out)
 
 
 def _match(inventory: Inventory, index: AdvisoryIndex, types: set[str] | None,
@@ -90,17 +134,89 @@ def _match(inventory: Inventory, index: AdvisoryIndex, types: set[str] | None,
     rpms = [p for p in inventory.packages if p.type == "rpm"]
     for package in _latest_per_name_arch(rpms, warnings):
         findings.extend(_match_rpm(package, index, wanted, modules, warnings))
-    debs = [p for p in inventory.packages if p.type == "deb"]
-    if debs and index.has_debian and not debian_ecosystems(inventory.distro):
-        said = inventory.distro.id if inventory.distro else "nothing"
-        warnings.append(f"{len(debs)} deb packages not matched against Debian advisories: "
-                        f"the target's os-release says {said!r}, not Debian")
+    # Debs of a root that is not Debian match nothing: scan() names them in Scan.unchecked.
     for package in inventory.packages:
         if package.type in ("deb", *_UPSTREAM):
             findings.extend(_match_ranges(package, inventory, index, wanted, warnings))
+    findings = _one_per_vulnerability(findings)
     findings.sort(key=lambda f: (f.package.type, f.package.name, f.package.version,
                                  f.package.arch or "", f.package.path or "", f.advisory.id))
     return tuple(findings), tuple(warnings)
+
+
+# -- one finding per vulnerability --------------------------------------------------------
+
+def _one_per_vulnerability(findings: list[Finding]) -> list[Finding]:
+    """One finding per package and vulnerability: advisories of one package linked by id
+    (``PYSEC-2023-74`` names ``GHSA-j8r2-6x86-q33q`` among its aliases; a rubysec file names
+    its GHSA) are one finding, as pip-audit and osv-scanner report them.
+
+    The survivor is the advisory with a known severity, then the one the others name, then
+    the lowest id; it carries every id of the group as an alias, its own references then
+    theirs, and the lowest fixed version any of them names.  Advisories that only share a
+    CVE are not merged: two rubysec files may name the same CVE for different flaws of one
+    gem.
+    """
+    by_package: dict[Package, list[Finding]] = {}
+    for f in findings:
+        by_package.setdefault(f.package, []).append(f)
+    out: list[Finding] = []
+    for package, group in by_package.items():
+        if len(group) == 1:
+            out.extend(group)
+            continue
+        for linked in _linked(group):
+            out.append(linked[0] if len(linked) == 1 else _merged(package, linked))
+    return out
+
+
+def _linked(group: list[Finding]) -> list[list[Finding]]:
+    """``group`` split into sets of findings whose advisories name one another (by id)."""
+    parent = list(range(len(group)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_id = {f.advisory.id.upper(): i for i, f in enumerate(group)}
+    for i, f in enumerate(group):
+        for alias in f.advisory.aliases:
+            j = by_id.get(alias.upper())
+            if j is not None:
+                parent[root(i)] = root(j)
+    sets: dict[int, list[Finding]] = {}
+    for i, f in enumerate(group):
+        sets.setdefault(root(i), []).append(f)
+    return list(sets.values())
+
+
+# What feeds write when they rate nothing.
+_NO_SEVERITY = frozenset({"", "none", "unspecified", "unknown", "n/a"})
+
+
+def _merged(package: Package, linked: list[Finding]) -> Finding:
+    named = {a.upper() for f in linked for a in f.advisory.aliases}
+
+    def rank(f: Finding) -> tuple[bool, bool, str]:
+        # A rated advisory first; then the one the others name (the GHSA that a PYSEC record
+        # or a rubysec file points to is the vulnerability's shared id); then the lowest id.
+        unrated = (f.advisory.severity or "").strip().lower() in _NO_SEVERITY
+        return (unrated, f.advisory.id.upper() not in named, f.advisory.id)
+
+    best = min(linked, key=rank)
+    aliases = dict.fromkeys(a for f in (best, *linked)
+                            for a in (f.advisory.id, *f.advisory.aliases)
+                            if a != best.advisory.id)
+    # The survivor's own references first: its page stays the finding's link.
+    references = dict.fromkeys((*best.advisory.references,
+                                *(r for f in linked for r in f.advisory.references)))
+    ecosystem = "rpm" if package.type == "rpm" else (
+        "deb" if package.type == "deb" else _UPSTREAM.get(package.type, package.type))
+    fixed = _lowest(ecosystem, [f.fixed_version for f in linked])
+    advisory = replace(best.advisory, aliases=tuple(aliases), references=tuple(references))
+    return replace(best, advisory=advisory, fixed_version=fixed)
 
 
 def _type_ok(advisory: Advisory, wanted: set[str] | None) -> bool:

@@ -304,7 +304,10 @@ def _gem_requirement(expression: str) -> Any:
     try:
         return gem.GemRequirement.from_string(expression)  # type: ignore[no-untyped-call]
     except (ValueError, TypeError, gem.InvalidRequirementError) as e:
-        raise InvalidVersion("RubyGems requirement", expression, str(e)) from None
+        # univers forgets the f of its f-string ("Illformed requirement {requirement!r}"):
+        # the expression is named by InvalidVersion anyway.
+        reason = "ill-formed requirement" if "{requirement" in str(e) else str(e)
+        raise InvalidVersion("RubyGems requirement", expression, reason) from None
 
 
 @functools.lru_cache(maxsize=65536)

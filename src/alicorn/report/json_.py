@@ -89,7 +89,9 @@ def _id_url(ident: str, fmt: str) -> str | None:
         return f"https://security-tracker.debian.org/tracker/{safe}"
     if upper.startswith("CVE-"):
         return f"https://nvd.nist.gov/vuln/detail/{safe}"
-    if fmt in ("osv", "rubysec") or upper.startswith(("PYSEC-", "RUSTSEC-", "GO-", "OSV-")):
+    # Not rubysec: its ids ("rack/CVE-2024-1") are the database's file names, which osv.dev
+    # does not know; its own ``url`` (an ADVISORY reference) is the page.
+    if fmt == "osv" or upper.startswith(("PYSEC-", "RUSTSEC-", "GO-", "OSV-")):
         return f"https://osv.dev/vulnerability/{safe}"
     return None
 
@@ -194,6 +196,11 @@ def scan_record(scan: Scan) -> dict[str, Any]:
         "errors": list(inv.errors),
         "warnings": list(inv.warnings),
         "packages_scanned": len(inv.packages),
+        # Packages of a type no advisory covered (a Debian root without Debian advisories):
+        # not checked, so an empty "findings" says nothing about them.
+        "packages_checked": scan.checked,
+        "unchecked": [{"type": u.type, "packages": u.packages, "reason": u.reason}
+                      for u in scan.unchecked],
         "summary": summary(scan.findings),
         "findings": [finding_record(f, inv) for f in ordered(scan.findings)],
     }

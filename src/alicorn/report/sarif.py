@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from alicorn import __version__
 from alicorn.advisories.model import Advisory
+from alicorn.match.matcher import NOTHING_FOUND
 from alicorn.match.model import Finding, Scan
 from alicorn.report.interface import Reporter
 from alicorn.report.json_ import advisory_url, is_security, level, ordered, purl_of
@@ -104,7 +105,10 @@ def run_of(scan: Scan) -> dict[str, Any]:
     index = {rid: i for i, rid in enumerate(rule_ids)}
     inv = scan.inventory
     notifications = [{"level": "error", "message": _text(
-        f"could not read {e}; findings may be missing")} for e in inv.errors]
+        f"nothing scanned: {e}" if e == NOTHING_FOUND
+        else f"could not read {e}; findings may be missing")} for e in inv.errors]
+    notifications += [{"level": "warning", "message": _text(
+        f"{u.packages} {u.type} package(s) not checked: {u.reason}")} for u in scan.unchecked]
     notifications += [{"level": "warning", "message": _text(w)}
                       for w in inv.warnings]
     invocation: dict[str, Any] = {"executionSuccessful": scan.complete}
@@ -122,7 +126,8 @@ def run_of(scan: Scan) -> dict[str, Any]:
             f"the root filesystem of {inv.target} ({inv.kind})")}},
         "results": [_result(f, scan, index[f.advisory.id]) for f in findings],
         "properties": {"target": inv.target, "kind": inv.kind, "digest": inv.digest,
-                       "complete": scan.complete, "packages_scanned": len(inv.packages)},
+                       "complete": scan.complete, "packages_scanned": len(inv.packages),
+                       "packages_checked": scan.checked},
     }
 
 

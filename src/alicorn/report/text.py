@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 
 from alicorn.inventory.model import Inventory, Package
+from alicorn.match.matcher import NOTHING_FOUND
 from alicorn.match.model import Finding, Scan
 from alicorn.report.interface import Reporter
 from alicorn.report.json_ import (
@@ -74,9 +75,14 @@ def _heading(inv: Inventory) -> str:
 
 def incomplete_notices(scan: Scan) -> list[str]:
     """The loud lines of an incomplete scan: one per package database that could not be
-    read."""
-    return [f"INCOMPLETE SCAN: could not read {e}; findings may be missing"
-            for e in scan.inventory.errors]
+    read (or that no package was found at all), and one per package type that no advisory
+    covered."""
+    lines = [f"NOTHING SCANNED: {e}" if e == NOTHING_FOUND
+             else f"INCOMPLETE SCAN: could not read {e}; findings may be missing"
+             for e in scan.inventory.errors]
+    lines += [f"NOT CHECKED: {_plural(u.packages, f'{u.type} package')}: {u.reason}"
+              for u in scan.unchecked]
+    return lines
 
 
 def _warnings(scan: Scan, verbose: bool) -> list[str]:
@@ -93,10 +99,19 @@ def summary_line(scan: Scan) -> str:
     """``3 security advisories for 2 packages: 1 Important, 2 Unknown``, and for a scan
     without findings a line that says whether that can be trusted."""
     findings = scan.findings
+    unchecked = sum(u.packages for u in scan.unchecked)
     if not findings:
+        if NOTHING_FOUND in scan.inventory.errors:
+            return "no packages found: nothing was scanned; this is not a clean result"
         if not scan.complete:
             return ("0 findings in the packages that could be read, but the scan is "
                     "INCOMPLETE: this is not a clean result")
+        if unchecked and not scan.checked:
+            return (f"nothing checked: no advisory covers any of the "
+                    f"{_plural(unchecked, 'package')} scanned; this is not a clean result")
+        if unchecked:
+            return (f"no findings in the {_plural(scan.checked, 'package')} checked; "
+                    f"{_plural(unchecked, 'package')} NOT CHECKED (no advisories for them)")
         scanned = _plural(len(scan.inventory.packages), "package")
         return f"no findings: no advisory applies to the {scanned} scanned"
     packages = {package_key(f.package) for f in findings}
@@ -112,6 +127,8 @@ def summary_line(scan: Scan) -> str:
         text += " (and " + ", ".join(f"{n} {kind}" for kind, n in others.items()) + ")"
     if not scan.complete:
         text += "; the scan is INCOMPLETE, more may be missing"
+    if unchecked:
+        text += f"; {_plural(unchecked, 'package')} NOT CHECKED (no advisories for them)"
     return text
 
 
@@ -204,6 +221,9 @@ class TextReporter(Reporter):
             lines.append("    " + summary_line(scan))
         elif not scan.complete:
             lines.append("    the scan is INCOMPLETE: more may be missing")
+        elif scan.unchecked:
+            lines.append(f"    {_plural(sum(u.packages for u in scan.unchecked), 'package')} "
+                         "NOT CHECKED (no advisories for them)")
         return lines
 
     def _modules(self, scan: Scan) -> list[str]:
@@ -232,4 +252,7 @@ class TextReporter(Reporter):
         incomplete = [s.inventory.target for s in scans if not s.complete]
         if incomplete:
             text += f"; INCOMPLETE scans (findings may be missing): {', '.join(incomplete)}"
+        unchecked = [s.inventory.target for s in scans if s.complete and s.unchecked]
+        if unchecked:
+            text += f"; packages NOT CHECKED (no advisories for them) in: {', '.join(unchecked)}"
         return text

@@ -143,6 +143,9 @@ def _target_component(scan: Scan) -> Component:
     props = [Property(name="alicorn:kind", value=inv.kind),
              Property(name="alicorn:complete", value="true" if scan.complete else "false")]
     props += [Property(name="alicorn:error", value=e) for e in inv.errors]
+    props += [Property(name="alicorn:unchecked",
+                       value=f"{u.packages} {u.type} package(s): {u.reason}")
+              for u in scan.unchecked]
     if inv.distro is not None:
         props.append(Property(name="alicorn:distro",
                               value=" ".join(x for x in (inv.distro.id, inv.distro.version_id)
