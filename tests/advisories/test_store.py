@@ -48,7 +48,7 @@ def test_a_fresh_database_gets_the_tables(store: AdvisoryStore, tmp_path: Path) 
     names = set(inspect(engine).get_table_names())
     assert {"advisories", "advisory_packages", "advisory_cves", "builds"} <= names
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
     assert store.count() == 0
     assert list(store.all()) == []
 
@@ -76,8 +76,43 @@ def test_a_database_at_0003_is_migrated_and_keeps_its_rows(tmp_path: Path) -> No
     store = AdvisoryStore(url)  # opening migrates
     assert store.import_advisories([_advisory(1)], source="x").added == 1
     with create_engine(url).connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert conn.execute(text("SELECT id FROM builds")).scalars().all() == ["b1"]
+
+
+def test_advisories_stored_at_0004_get_their_lookup_keys(tmp_path: Path) -> None:
+    """Migration 0005 computes the lookup key of every package row already stored, so a
+    store filled before it answers for_packages like one filled after."""
+    from alembic import command
+    from alembic.config import Config
+
+    from alicorn.inventory.model import Package
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location",
+                        str(resources.files("alicorn.store").joinpath("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text(
+            "INSERT INTO advisories (id, format, type, source, digest, body, imported_at) "
+            "VALUES ('PYSEC-1', 'osv', 'security', 's', 'd', :body, '2026-01-01')"),
+            {"body": codec.dumps(_advisory(7, fmt="osv", id="PYSEC-1", packages=(),
+                                           affected=(Affected("PyPI", "PyYAML"),)))})
+        conn.execute(text(
+            "INSERT INTO advisory_packages (advisory_id, advisory_format, kind, ecosystem, name)"
+            " VALUES ('PYSEC-1', 'osv', 'ecosystem', 'PyPI', 'PyYAML'),"
+            " ('PYSEC-1', 'osv', 'ecosystem', 'Go', 'x/y')"))
+    engine.dispose()
+
+    store = AdvisoryStore(url)  # opening migrates to 0005
+    with create_engine(url).connect() as conn:
+        rows = conn.execute(text("SELECT name, lookup FROM advisory_packages ORDER BY name"))
+        assert rows.all() == [("PyYAML", "pypi:pyyaml"), ("x/y", None)]
+    found = store.for_packages([Package(type="pypi", name="pyyaml", version="5.3")])
+    assert [a.id for a in found] == ["PYSEC-1"]
 
 
 def test_a_corrupt_database_is_a_store_error(tmp_path: Path) -> None:
@@ -263,3 +298,16 @@ def test_for_packages_gives_every_advisory_a_scan_could_match(store: AdvisorySto
     assert {"PYSEC-2020-96", "FEDORA-2024-000001"} <= {a.id for a in found}
     assert len(found) < store.count(), "only what the packages name is read"
     assert store.for_packages([]) == []
+
+
+def test_coverage_names_what_the_store_covers(store: AdvisoryStore) -> None:
+    from alicorn.inventory.model import Distro
+
+    assert not store.coverage().covers("rpm")
+    store.import_advisories([_advisory(1), _advisory(2, fmt="osv", packages=(), affected=(
+        Affected("Debian:12", "openssl"), Affected("PyPI", "requests")))], source="t")
+    coverage = store.coverage()
+    assert coverage.covers("rpm") and coverage.covers("pypi")
+    assert coverage.covers("deb", Distro(id="debian", version_id="12"))
+    assert not coverage.covers("deb", Distro(id="debian", version_id="11"))
+    assert not coverage.covers("gem") and not coverage.covers("maven")

@@ -30,7 +30,7 @@ from alicorn.advisories import codec
 from alicorn.advisories.model import Advisory
 from alicorn.errors import StoreError
 from alicorn.inventory.model import Package
-from alicorn.match.index import affected_key, package_key
+from alicorn.match.index import EcosystemCoverage, affected_key, package_key
 from alicorn.store.advisory_models import AdvisoryCveRow, AdvisoryPackageRow, AdvisoryRow
 from alicorn.store.db import engine_for
 
@@ -209,6 +209,18 @@ class AdvisoryStore:
                                                                   autoescape=True)))
             query = query.where(exists().where(*conditions))
         return list(self._stream(query.order_by(_ADV.c.id, _ADV.c.format)))
+
+    def coverage(self) -> EcosystemCoverage:
+        """Which package types the stored advisories cover (rpm builds, and the ecosystems of
+        affected packages), from the package index alone."""
+        query = select(_PKG.c.kind, _PKG.c.ecosystem).distinct()
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as e:
+            raise StoreError(f"cannot read the advisory store: {e}", where=self.url) from e
+        return EcosystemCoverage(rpm=any(kind == "rpm" for kind, _ in rows),
+                                 ecosystems=frozenset(e for kind, e in rows if e))
 
     def for_packages(self, packages: Iterable[Package]) -> list[Advisory]:
         """The advisories that name any of ``packages`` the way a scan matches them (an rpm

@@ -22,6 +22,8 @@ from rich.console import Console
 from alicorn.advisories.model import Advisory
 from alicorn.config import Settings, load_settings
 from alicorn.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Error, StoreError
+from alicorn.inventory.model import Package
+from alicorn.match.index import EcosystemCoverage
 from alicorn.match.model import Scan
 
 _err = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -41,24 +43,35 @@ def _matches(advisory: Advisory, *, cves: set[str], ids: set[str],
     return not (levels and level(advisory.severity) not in levels)
 
 
-def _advisories(settings: Settings, feeds: Sequence[str]) -> tuple[list[Advisory], list[str]]:
-    """The store's advisories and those of every ``--feed`` (a feed's version of an advisory
-    wins over the stored one: the person named it), and the feeds' warnings."""
+def _advisories(settings: Settings, feeds: Sequence[str], packages: Iterable[Package]
+                ) -> tuple[list[Advisory], EcosystemCoverage, list[str]]:
+    """The stored advisories that name any of ``packages`` (the store's package index: a scan
+    never reads the rest), those of every ``--feed`` (a feed's version of an advisory wins
+    over the stored one: the person named it), what the store and feeds cover as a whole,
+    and the feeds' warnings."""
     from alicorn.advisories.store import AdvisoryStore
 
+    store = AdvisoryStore(settings.database_url)
+    stored = store.count()
     chosen: dict[tuple[str, str], Advisory] = {}
-    for a in AdvisoryStore(settings.database_url).all():
-        chosen[(a.id, a.format)] = a
+    coverage = EcosystemCoverage(rpm=False, ecosystems=frozenset())
+    if stored:
+        for a in store.for_packages(packages):
+            chosen[(a.id, a.format)] = a
+        coverage = store.coverage()
     warnings: list[str] = []
+    fed = 0
     if feeds:
         from alicorn.advisories import feeds as feed_registry
 
         for path in feeds:
             result = feed_registry.load(path)
             warnings += result.warnings
+            fed += len(result.advisories)
+            coverage = coverage | EcosystemCoverage.of(result.advisories)
             for a in result.advisories:
                 chosen[(a.id, a.format)] = a
-    if not chosen:
+    if not stored and not fed:
         if feeds:
             raise BadInput(f"the feeds given ({', '.join(feeds)}) hold no advisories",
                            hint="a scan against no advisories would look clean; check the "
@@ -67,7 +80,7 @@ def _advisories(settings: Settings, feeds: Sequence[str]) -> tuple[list[Advisory
                        where=str(settings.home),
                        hint="alicorn advisories import PATH... (updateinfo.xml, a repo, OSV, "
                             "OVAL), or give --feed PATH")
-    return list(chosen.values()), warnings
+    return list(chosen.values()), coverage, warnings
 
 
 def _write(path: Path, text: str) -> None:
@@ -188,16 +201,25 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
     report = reporter(name, summary=summary, verbose=verbose)
 
     settings = load_settings()
-    advisories, feed_warnings = _advisories(settings, feeds)
+    # Every target is resolved before anything is printed: an unknown one is bad input, not
+    # half a report.  Inventories first, so that only the advisories naming their packages
+    # are read from the store.
+    inventories = [inventory_of(t, settings=settings) for t in _unique(targets)]
+    if modules:
+        found = inventory_of_modules()
+        if not found and not inventories:
+            raise BadInput("--modules: this host has no podman images or containers",
+                           hint="give a TARGET, or check `podman images` and `podman ps -a`")
+        inventories += found
+    advisories, coverage, feed_warnings = _advisories(
+        settings, feeds, (p for inv in inventories for p in inv.packages))
     for w in feed_warnings:
         _err.print(printable(f"warning: {w}"), markup=False)
     wanted_cves = {c.strip().upper() for c in cves}
     wanted_ids = {i.strip().upper() for i in advisory_ids}
     wanted_levels = {level(s) for s in severities}
-    coverage: AdvisoryIndex | None = None
     if wanted_cves or wanted_ids or wanted_levels:
         # What the feeds cover is judged before the filters: --cve is no missing feed.
-        coverage = AdvisoryIndex(advisories)
         advisories = [a for a in advisories if _matches(a, cves=wanted_cves, ids=wanted_ids,
                                                          levels=wanted_levels)]
         if not advisories:
@@ -206,16 +228,6 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
                        markup=False)
     index = AdvisoryIndex(advisories)
     types = {"security"} if kind == "security" else None
-
-    # Every target is resolved before anything is printed: an unknown one is bad input, not
-    # half a report.
-    inventories = [inventory_of(t, settings=settings) for t in _unique(targets)]
-    if modules:
-        found = inventory_of_modules()
-        if not found and not inventories:
-            raise BadInput("--modules: this host has no podman images or containers",
-                           hint="give a TARGET, or check `podman images` and `podman ps -a`")
-        inventories += found
     scans: list[Scan] = [match(inv, index, types=types, coverage=coverage)
                         for inv in inventories]
 

@@ -22,13 +22,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from packaging.utils import canonicalize_name
 
 from alicorn.advisories.model import Advisory, Affected, PackageRef
 from alicorn.inventory.model import Distro, Package
 
-__all__ = ["AdvisoryIndex", "Candidate", "IndexStats", "affected_key", "package_key"]
+__all__ = ["AdvisoryIndex", "Candidate", "Coverage", "EcosystemCoverage", "IndexStats",
+           "affected_key", "package_key"]
 
 # OSV ecosystem (the part before ":") → the family an installed package type looks up.
 _ECOSYSTEM_FAMILY = {"pypi": "pypi", "rubygems": "gem", "maven": "maven", "npm": "npm",
@@ -98,6 +100,51 @@ def debian_ecosystems(distro: Distro | None) -> frozenset[str]:
     if distro.version_id:
         names.add(f"Debian:{distro.version_id.split('.', 1)[0]}")
     return frozenset(names)
+
+
+class Coverage(Protocol):
+    """What a set of advisories covers: which package types a scan could check at all."""
+
+    def covers(self, package_type: str, distro: Distro | None = None) -> bool:
+        """Whether any advisory could apply to a package of ``package_type`` in a root of
+        ``distro`` (see :meth:`AdvisoryIndex.covers`)."""
+
+
+@dataclass(frozen=True)
+class EcosystemCoverage:
+    """Coverage known from the ecosystems advisories name, without the advisories: what the
+    advisory store answers in one query, so a scan that reads only the advisories naming its
+    packages still knows whether a package type was checked or not covered at all."""
+
+    rpm: bool                       # some advisory ships a fixed rpm build
+    ecosystems: frozenset[str]      # the OSV ecosystems of every affected entry
+
+    @classmethod
+    def of(cls, advisories: Iterable[Advisory]) -> EcosystemCoverage:
+        """The coverage of ``advisories`` (withdrawn ones cover nothing)."""
+        rpm, ecosystems = False, set[str]()
+        for advisory in advisories:
+            if advisory.withdrawn is not None:
+                continue
+            rpm = rpm or bool(advisory.packages)
+            ecosystems.update(a.ecosystem for a in advisory.affected)
+        return cls(rpm=rpm, ecosystems=frozenset(ecosystems))
+
+    def __or__(self, other: EcosystemCoverage) -> EcosystemCoverage:
+        return EcosystemCoverage(rpm=self.rpm or other.rpm,
+                                 ecosystems=self.ecosystems | other.ecosystems)
+
+    def covers(self, package_type: str, distro: Distro | None = None) -> bool:
+        if package_type == "rpm":
+            return self.rpm
+        fam = _TYPE_FAMILY.get(package_type)
+        if fam is None:
+            return False
+        entries = [e for e in self.ecosystems
+                   if _ECOSYSTEM_FAMILY.get(e.split(":", 1)[0].strip().lower()) == fam]
+        if fam == "deb":
+            return bool(set(entries) & debian_ecosystems(distro))
+        return bool(entries)
 
 
 class AdvisoryIndex:

@@ -45,7 +45,7 @@ from dataclasses import replace
 
 from alicorn.advisories.model import Advisory, PackageRef
 from alicorn.inventory.model import Inventory, Package
-from alicorn.match.index import AdvisoryIndex, debian_ecosystems
+from alicorn.match.index import AdvisoryIndex, Coverage, debian_ecosystems
 from alicorn.match.model import Finding, Scan, Unchecked
 from alicorn.match.versions import InvalidVersion, Verdict, compare, evaluate
 
@@ -72,7 +72,7 @@ def match(inventory: Inventory, index: AdvisoryIndex, *, types: set[str] | None 
 
 
 def scan(inventory: Inventory, index: AdvisoryIndex, *, types: set[str] | None = None,
-         enabled_modules: Collection[str] = (), coverage: AdvisoryIndex | None = None) -> Scan:
+         enabled_modules: Collection[str] = (), coverage: Coverage | None = None) -> Scan:
     """:func:`match` as a :class:`Scan`; undecidable matches are appended to the inventory's
     warnings (so a report shows them beside the skipped records).
 
@@ -100,7 +100,7 @@ _ECOSYSTEM_NAME = {"rpm": "rpm (updateinfo, OVAL or Bodhi)", "pypi": "PyPI",
                    "gem": "RubyGems", "maven": "Maven", "npm": "npm"}
 
 
-def unchecked(inventory: Inventory, index: AdvisoryIndex) -> tuple[Unchecked, ...]:
+def unchecked(inventory: Inventory, index: Coverage) -> tuple[Unchecked, ...]:
     """The package types of ``inventory`` that no advisory of ``index`` could apply to, with
     how many packages and why (:class:`~alicorn.match.model.Unchecked`)."""
     counts: dict[str, int] = {}

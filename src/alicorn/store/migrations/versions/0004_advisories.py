@@ -50,11 +50,9 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("ecosystem", sa.String(64)),
         sa.Column("name", sa.String(512), nullable=False),
-        sa.Column("lookup", sa.String(600)),
         _advisory_fk(),
     )
     op.create_index("ix_advisory_packages_name", "advisory_packages", ["name", "ecosystem"])
-    op.create_index("ix_advisory_packages_lookup", "advisory_packages", ["lookup"])
     op.create_index("ix_advisory_packages_advisory", "advisory_packages",
                     ["advisory_id", "advisory_format"])
     op.create_table(
