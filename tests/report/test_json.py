@@ -12,7 +12,7 @@ from alicorn.advisories.rubysec import parse_rubysec
 from alicorn.errors import BadInput
 from alicorn.inventory.model import Distro, Inventory, Package
 from alicorn.match.model import Finding, Scan
-from alicorn.report.formats import REPORTERS, reporter
+from alicorn.report.formats import FORMATS, reporter, reporter_class
 from alicorn.report.json_ import JsonReporter, advisory_url, level, purl_of
 from conftest import SHARED_DATA
 
@@ -201,8 +201,8 @@ def test_a_rubysec_advisory_links_to_its_own_url() -> None:
 
 
 def test_registry() -> None:
-    assert sorted(REPORTERS) == ["json", "sarif", "text", "vex"]
-    assert all(cls.name == name for name, cls in REPORTERS.items())
+    assert sorted(FORMATS) == ["json", "sarif", "text", "vex"]
+    assert all(reporter_class(name).name == name for name in FORMATS)
     assert isinstance(reporter("json"), JsonReporter)
     with pytest.raises(BadInput, match="unknown report format 'xml'"):
         reporter("xml")

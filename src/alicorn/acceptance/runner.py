@@ -17,7 +17,7 @@ from typing import Any
 
 from alicorn.config import free_port
 from alicorn.errors import BadInput, RunError
-from alicorn.image.oci import LABEL_TESTS
+from alicorn.image import LABEL_TESTS
 from alicorn.proc import run, which
 from alicorn.run import podman as pm
 

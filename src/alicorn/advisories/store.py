@@ -30,7 +30,7 @@ from alicorn.advisories import codec
 from alicorn.advisories.model import Advisory
 from alicorn.errors import StoreError
 from alicorn.inventory.model import Package
-from alicorn.match.index import EcosystemCoverage, affected_key, package_key
+from alicorn.match.index import EcosystemCoverage, affected_key, lookup_keys
 from alicorn.store.advisory_models import AdvisoryCveRow, AdvisoryPackageRow, AdvisoryRow
 from alicorn.store.db import engine_for
 
@@ -302,17 +302,6 @@ def _package_rows(p: _Prepared) -> list[dict[str, Any]]:
             for (kind, ecosystem, name), lookup in names.items()]
 
 
-def lookup_keys(packages: Iterable[Package]) -> set[str]:
-    """The ``advisory_packages.lookup`` values an installed package set is matched by."""
-    keys = set()
-    for package in packages:
-        if package.type == "rpm":
-            keys.add(f"rpm:{package.name}")
-            continue
-        key = package_key(package)
-        if key is not None:
-            keys.add(f"{key[0]}:{key[1]}")
-    return keys
 
 
 def _cve_rows(p: _Prepared) -> list[dict[str, Any]]:

@@ -49,9 +49,9 @@ def _advisories(settings: Settings, feeds: Sequence[str], packages: Iterable[Pac
     never reads the rest), those of every ``--feed`` (a feed's version of an advisory wins
     over the stored one: the person named it), what the store and feeds cover as a whole,
     and the feeds' warnings."""
-    from alicorn.advisories.store import AdvisoryStore
+    from alicorn.advisories.reader import open_reader
 
-    store = AdvisoryStore(settings.database_url)
+    store = open_reader(settings.database_url)
     stored = store.count()
     chosen: dict[tuple[str, str], Advisory] = {}
     coverage = EcosystemCoverage(rpm=False, ecosystems=frozenset())

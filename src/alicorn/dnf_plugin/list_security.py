@@ -273,26 +273,16 @@ def store_url(home: Path) -> str | None:
     return f"sqlite:///{db}" if db.is_file() else None
 
 
-#: How many stored advisories one lookup by package name costs as much as reading.
-_LOOKUP_COST = 20
-
-
 def store_advisories(url: str, names: Iterable[str] | None = None) -> list[Advisory]:
-    """The stored advisories that ship a package of one of ``names`` (all when None)."""
-    from alicorn.advisories.store import AdvisoryStore
+    """The stored advisories that ship a package of one of ``names`` (all when None), by
+    the store's package index."""
+    from alicorn.advisories.reader import open_reader
+    from alicorn.inventory.model import Package
 
-    store = AdvisoryStore(url)
-    wanted = sorted(set(names)) if names is not None else None
-    # The store looks up one name per query (~2.7 ms each on sqlite) while streaming every
-    # advisory costs ~0.13 ms one: a host's 2,000 rpms against a few thousand advisories
-    # are read faster whole (the matcher ignores the others).
-    if wanted is None or len(wanted) * _LOOKUP_COST >= store.count():
-        return list(store.all())
-    found: dict[tuple[str, str], Advisory] = {}
-    for name in wanted:
-        for adv in store.search(package=name):
-            found.setdefault((adv.id, adv.format), adv)
-    return list(found.values())
+    reader = open_reader(url)
+    if names is None:
+        return list(reader.all())
+    return reader.for_packages(Package(type="rpm", name=n, version="") for n in set(names))
 
 
 # -- output ---------------------------------------------------------------------------------------

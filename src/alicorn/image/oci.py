@@ -16,6 +16,12 @@ from typing import Any
 
 from alicorn.digest import Digest, canonical_json
 from alicorn.errors import ImageError
+from alicorn.image import (
+    LABEL_CONTENT_PATH,
+    LABEL_HEALTHCHECK,
+    LABEL_RECIPE_DIGEST,
+    LABEL_TESTS,
+)
 from alicorn.image.layer import LayerInfo
 from alicorn.recipe import Recipe
 
@@ -24,10 +30,6 @@ MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-LABEL_RECIPE_DIGEST = "org.alicorn.recipe.digest"
-LABEL_CONTENT_PATH = "org.alicorn.content-path"
-LABEL_HEALTHCHECK = "org.alicorn.healthcheck"
-LABEL_TESTS = "org.alicorn.tests"
 
 
 @dataclass(frozen=True)

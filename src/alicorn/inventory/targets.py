@@ -37,7 +37,7 @@ from typing import Any
 
 from alicorn.config import Settings, load_settings
 from alicorn.errors import Error, ToolError, ToolMissing
-from alicorn.image.oci import LABEL_RECIPE_DIGEST
+from alicorn.image import LABEL_RECIPE_DIGEST
 from alicorn.inventory.collect import collect
 from alicorn.inventory.model import Inventory, InventoryError
 from alicorn.inventory.unpack import UnpackedImage, archive_kind, is_oci_layout, unpacked

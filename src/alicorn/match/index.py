@@ -30,7 +30,7 @@ from alicorn.advisories.model import Advisory, Affected, PackageRef
 from alicorn.inventory.model import Distro, Package
 
 __all__ = ["AdvisoryIndex", "Candidate", "Coverage", "EcosystemCoverage", "IndexStats",
-           "affected_key", "package_key"]
+           "affected_key", "lookup_keys", "package_key"]
 
 # OSV ecosystem (the part before ":") → the family an installed package type looks up.
 _ECOSYSTEM_FAMILY = {"pypi": "pypi", "rubygems": "gem", "maven": "maven", "npm": "npm",
@@ -100,6 +100,20 @@ def debian_ecosystems(distro: Distro | None) -> frozenset[str]:
     if distro.version_id:
         names.add(f"Debian:{distro.version_id.split('.', 1)[0]}")
     return frozenset(names)
+
+
+def lookup_keys(packages: Iterable[Package]) -> set[str]:
+    """The keys an installed package set looks advisories up by, as strings: ``rpm:NAME``,
+    ``FAMILY:NORMALISED`` (the advisory store keeps the same key per advisory package)."""
+    keys = set()
+    for package in packages:
+        if package.type == "rpm":
+            keys.add(f"rpm:{package.name}")
+            continue
+        key = package_key(package)
+        if key is not None:
+            keys.add(f"{key[0]}:{key[1]}")
+    return keys
 
 
 class Coverage(Protocol):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alicorn.errors import BadInput, RunError, ToolError
-from alicorn.image.oci import LABEL_CONTENT_PATH, LABEL_HEALTHCHECK
+from alicorn.image import LABEL_CONTENT_PATH, LABEL_HEALTHCHECK
 from alicorn.proc import run, which
 
 CONTAINERS_CONF_D = Path("/etc/containers/containers.conf.d")

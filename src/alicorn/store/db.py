@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from alicorn.errors import StoreError
+from alicorn.store.schema import head_revision
 
 _engines: dict[str, Engine] = {}
 
@@ -39,14 +40,6 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
-def _head() -> str:
-    """The newest revision shipped: the file name prefix of the last migration."""
-    versions = resources.files("alicorn.store").joinpath("migrations", "versions")
-    names = sorted(p.name for p in versions.iterdir()
-                   if p.name.endswith(".py") and p.name[0].isdigit())
-    return names[-1].split("_", 1)[0]
-
-
 def _current(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
@@ -62,7 +55,7 @@ def migrate(engine: Engine) -> None:
     Alembic is imported only when there is something to do: every command opens the database,
     and most find it at the newest revision already.
     """
-    if _current(engine) == _head():
+    if _current(engine) == head_revision():
         return
     from alembic import command
     from alembic.config import Config
