@@ -98,16 +98,24 @@ class _SqliteReader:
 
     def for_packages(self, packages: Iterable[Package]) -> list[Advisory]:
         keys = sorted(lookup_keys(packages))
-        found: dict[tuple[str, str], Advisory] = {}
+        # Which advisories first, then each body once: an advisory naming many of the
+        # packages is decoded once, not once per chunk of keys.
+        wanted: set[tuple[str, str]] = set()
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
             marks = ", ".join("?" * len(chunk))
-            sql = ("SELECT a.body FROM advisories a WHERE EXISTS (SELECT 1 FROM "
-                   "advisory_packages p WHERE p.advisory_id = a.id AND p.advisory_format = "
-                   f"a.format AND p.lookup IN ({marks}))")
-            for (body,) in self._rows(sql, chunk):
-                advisory = codec.loads(str(body))
-                found[(advisory.id, advisory.format)] = advisory
+            rows = self._rows("SELECT DISTINCT advisory_id, advisory_format FROM "
+                              f"advisory_packages WHERE lookup IN ({marks})", chunk)
+            wanted.update((str(i), str(f)) for i, f in rows)
+        ids = sorted({i for i, _ in wanted})
+        found: dict[tuple[str, str], Advisory] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for ident, fmt, body in self._rows(
+                    f"SELECT id, format, body FROM advisories WHERE id IN ({marks})", chunk):
+                if (ident, fmt) in wanted:
+                    found[(str(ident), str(fmt))] = codec.loads(str(body))
         return [found[k] for k in sorted(found)]
 
     def all(self) -> Iterator[Advisory]:

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from debian.deb822 import Deb822
 from packageurl import PackageURL
 
 from alicorn.inventory.interface import PackageSource, SourceResult
 from alicorn.inventory.model import Package
 from alicorn.inventory.rootfs import RootFS, RootFSError
+
+if TYPE_CHECKING:
+    from debian.deb822 import Deb822
 
 STATUS = "var/lib/dpkg/status"
 STATUS_D = "var/lib/dpkg/status.d"
@@ -43,12 +46,14 @@ _FIELD = re.compile(r"^[^\s:#][^:\s]*:")
 
 @dataclass(frozen=True)
 class _Stanza:
-    fields: Deb822
+    fields: Deb822  # python-debian's, imported when a status file is read
     line: int           # line of the stanza's first line in its file
 
 
 def _stanzas(text: str, where: str, warnings: list[str]) -> list[_Stanza]:
     """Split ``text`` into deb822 stanzas, warning about lines that are not fields."""
+    from debian.deb822 import Deb822  # heavy (charset detection): only for roots with dpkg
+
     out: list[_Stanza] = []
     block: list[str] = []
     start = 0

@@ -14,7 +14,6 @@ malformed file instead of refusing it; the name is normalised as PEP 503 says.
 from __future__ import annotations
 
 from packageurl import PackageURL
-from packaging.metadata import parse_email
 from packaging.utils import canonicalize_name
 
 from alicorn.inventory.interface import PackageSource, SourceResult
@@ -72,6 +71,8 @@ class PythonSource(PackageSource):
         except (OSError, RootFSError) as e:
             warnings.append(f"/{meta}: not read: {e}")
             return None
+        from packaging.metadata import parse_email  # only for roots with Python packages
+
         raw, _unparsed = parse_email(data)
         name, version = raw.get("name"), raw.get("version")
         if not name or not version:
