@@ -145,7 +145,7 @@ def test_the_quick_head_check_agrees_with_alembic() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from alicorn.store.db import _head
+    from alicorn.store.schema import head_revision as _head
 
     cfg = Config()
     cfg.set_main_option("script_location",
@@ -156,7 +156,8 @@ def test_the_quick_head_check_agrees_with_alembic() -> None:
 def test_a_new_database_is_migrated_and_reopened_cheaply(tmp_path: Path) -> None:
     from sqlalchemy import create_engine, inspect
 
-    from alicorn.store.db import _current, _head, migrate
+    from alicorn.store.db import _current, migrate
+    from alicorn.store.schema import head_revision as _head
 
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
     assert _current(engine) is None
