@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from alicorn.advisories.documents import load_document
 from alicorn.advisories.model import Affected, FeedError, Range, Reference
 from alicorn.advisories.osv import (
     OsvReader,
     canonical_ecosystem,
     cvss_rating,
-    load_document,
     parse_osv,
     parse_osv_zip,
 )

@@ -26,9 +26,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from alicorn.advisories.interface import FeedReader, FeedResult
+from alicorn.advisories.documents import DocumentReader, load_document
+from alicorn.advisories.interface import FeedResult
 from alicorn.advisories.model import Advisory, FeedError, PackageRef, Reference
-from alicorn.advisories.osv import DEFAULT_MAX_SIZE, load_document, read_input
 from alicorn.advisories.updateinfo import parse_date
 
 __all__ = ["BodhiReader", "parse_bodhi", "split_nvr"]
@@ -168,19 +168,13 @@ def sniff_bodhi(head: bytes) -> bool:
                                              and _SNIFF_BUILDS.search(text))
 
 
-class BodhiReader(FeedReader):
+class BodhiReader(DocumentReader):
     """Bodhi update records in JSON."""
 
     name = "bodhi"
 
-    def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE):
-        self.max_size = max_size
-
     def sniff(self, path: Path, head: bytes) -> bool:
         return sniff_bodhi(head)
-
-    def read(self, path: Path) -> FeedResult:
-        return self.parse(read_input(path, max_size=self.max_size), source=str(path))
 
     def parse(self, data: bytes, *, source: str) -> FeedResult:
         """The updates of ``data`` (already decompressed)."""

@@ -64,9 +64,9 @@ import apt_pkg
 from debian.changelog import Changelog, ChangelogParseError
 from debian.deb822 import Deb822, Release
 
+from alicorn.advisories.documents import read_input
 from alicorn.advisories.interface import FeedReader, FeedResult
 from alicorn.advisories.model import Advisory, Affected, FeedError, Range, Reference
-from alicorn.advisories.osv import read_input
 from alicorn.errors import ToolError
 from alicorn.inventory.model import Inventory
 from alicorn.proc import run, which

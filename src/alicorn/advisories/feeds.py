@@ -21,15 +21,16 @@ from urllib.parse import unquote, urlsplit
 
 from alicorn.advisories.bodhi import BodhiReader
 from alicorn.advisories.debian import MAX_TRACKER, DebReader, TrackerJsonReader
-from alicorn.advisories.interface import FeedReader, FeedResult
-from alicorn.advisories.model import Advisory, FeedError
-from alicorn.advisories.osv import (
+from alicorn.advisories.documents import (
     DEFAULT_MAX_SIZE,
-    OsvReader,
+    DocumentReader,
     decompress,
     load_document,
     read_input,
 )
+from alicorn.advisories.interface import FeedReader, FeedResult
+from alicorn.advisories.model import Advisory, FeedError
+from alicorn.advisories.osv import OsvReader
 from alicorn.advisories.oval import OvalReader
 from alicorn.advisories.rubysec import RubysecReader
 from alicorn.advisories.updateinfo import parse_updateinfo, read_repodata
@@ -43,13 +44,10 @@ _AR = b"!<ar"
 DEFAULT_TIMEOUT = 60.0
 
 
-class UpdateinfoReader(FeedReader):
+class UpdateinfoReader(DocumentReader):
     """``updateinfo.xml`` (plain or compressed), through :mod:`alicorn.advisories.updateinfo`."""
 
     name = "updateinfo"
-
-    def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE):
-        self.max_size = max_size
 
     def sniff(self, path: Path, head: bytes) -> bool:
         # an XML document whose root is <updates> (after the declaration and comments)
@@ -58,9 +56,6 @@ class UpdateinfoReader(FeedReader):
         start = head.find(b"<updates")
         return start != -1 and head[start + 8:start + 9] in (b">", b" ", b"/", b"\n", b"\r",
                                                             b"\t")
-
-    def read(self, path: Path) -> FeedResult:
-        return self.parse(read_input(path, max_size=self.max_size), source=str(path))
 
     def parse(self, data: bytes, *, source: str) -> FeedResult:
         """The advisories of ``data``."""

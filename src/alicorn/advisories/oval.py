@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-from alicorn.advisories.interface import FeedReader, FeedResult
+from alicorn.advisories.documents import DEFAULT_MAX_SIZE, DocumentReader, decompress
+from alicorn.advisories.interface import FeedResult
 from alicorn.advisories.model import (
     Advisory,
     Affected,
@@ -28,7 +29,6 @@ from alicorn.advisories.model import (
     Range,
     Reference,
 )
-from alicorn.advisories.osv import DEFAULT_MAX_SIZE, decompress, read_input
 from alicorn.advisories.updateinfo import _child, _children, _local, _parse_xml, parse_date
 
 __all__ = ["OvalReader", "parse_oval"]
@@ -274,19 +274,13 @@ def sniff_oval(head: bytes) -> bool:
     return bool(_OVAL_ROOT.search(head))
 
 
-class OvalReader(FeedReader):
+class OvalReader(DocumentReader):
     """OVAL 5 definitions files."""
 
     name = "oval"
 
-    def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE):
-        self.max_size = max_size
-
     def sniff(self, path: Path, head: bytes) -> bool:
         return sniff_oval(head)
-
-    def read(self, path: Path) -> FeedResult:
-        return self.parse(read_input(path, max_size=self.max_size), source=str(path))
 
     def parse(self, data: bytes, *, source: str) -> FeedResult:
         """The advisories of ``data``."""

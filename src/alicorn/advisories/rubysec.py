@@ -27,9 +27,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from alicorn.advisories.interface import FeedReader, FeedResult
+from alicorn.advisories.documents import DocumentReader, load_document
+from alicorn.advisories.interface import FeedResult
 from alicorn.advisories.model import Advisory, Affected, FeedError, Range, Reference
-from alicorn.advisories.osv import DEFAULT_MAX_SIZE, load_document, read_input
 from alicorn.advisories.updateinfo import parse_date
 
 __all__ = ["PATCHED", "RubysecReader", "parse_rubysec", "patched_fix"]
@@ -217,19 +217,13 @@ def sniff_rubysec(head: bytes) -> bool:
     return bool(_GEM.search(head) and _RUBYSEC_KEY.search(head))
 
 
-class RubysecReader(FeedReader):
+class RubysecReader(DocumentReader):
     """rubysec YAML files (``gems/<gem>/<id>.yml``)."""
 
     name = "rubysec"
 
-    def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE):
-        self.max_size = max_size
-
     def sniff(self, path: Path, head: bytes) -> bool:
         return sniff_rubysec(head)
-
-    def read(self, path: Path) -> FeedResult:
-        return self.parse(read_input(path, max_size=self.max_size), source=str(path))
 
     def parse(self, data: bytes, *, source: str) -> FeedResult:
         """The advisory of ``data`` (already decompressed)."""
