@@ -311,3 +311,27 @@ def test_coverage_names_what_the_store_covers(store: AdvisoryStore) -> None:
     assert coverage.covers("deb", Distro(id="debian", version_id="12"))
     assert not coverage.covers("deb", Distro(id="debian", version_id="11"))
     assert not coverage.covers("gem") and not coverage.covers("maven")
+
+
+def test_0005_accepts_a_0004_database_that_has_the_column_already(tmp_path: Path) -> None:
+    """A development snapshot of 0004 created advisory_packages.lookup itself; 0005 must not
+    fail on such a database ("duplicate column name")."""
+    from alembic import command
+    from alembic.config import Config
+
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location",
+                        str(resources.files("alicorn.store").joinpath("migrations")))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0004")
+        conn.execute(text("ALTER TABLE advisory_packages ADD COLUMN lookup VARCHAR(600)"))
+        conn.execute(text("CREATE INDEX ix_advisory_packages_lookup "
+                          "ON advisory_packages (lookup)"))
+    engine.dispose()
+    store = AdvisoryStore(url)
+    assert store.import_advisories([_advisory(3)], source="x").added == 1
+    with create_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"

@@ -24,10 +24,15 @@ def upgrade() -> None:
     from alicorn.advisories.model import Affected
     from alicorn.match.index import affected_key
 
-    with op.batch_alter_table("advisory_packages") as batch:
-        batch.add_column(sa.Column("lookup", sa.String(600)))
-    op.create_index("ix_advisory_packages_lookup", "advisory_packages", ["lookup"])
     conn = op.get_bind()
+    inspector = sa.inspect(conn)
+    # Databases made by a development snapshot of 0004 have the column already.
+    if "lookup" not in {c["name"] for c in inspector.get_columns("advisory_packages")}:
+        with op.batch_alter_table("advisory_packages") as batch:
+            batch.add_column(sa.Column("lookup", sa.String(600)))
+    if "ix_advisory_packages_lookup" not in {
+            i["name"] for i in inspector.get_indexes("advisory_packages")}:
+        op.create_index("ix_advisory_packages_lookup", "advisory_packages", ["lookup"])
     table = sa.table("advisory_packages", sa.column("pk", sa.Integer),
                      sa.column("kind", sa.String), sa.column("ecosystem", sa.String),
                      sa.column("name", sa.String), sa.column("lookup", sa.String))
