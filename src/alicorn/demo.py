@@ -104,6 +104,20 @@ def run_demo(settings: Settings, *, port: int | None, example: Path | None,
     if tested.returncode != 0:
         raise Error("the pony's recipe tests failed against its image")
 
+    # What in the image needs a security update: Debian's advisories for the sources the
+    # image holds (from bookworm-security's signed index and changelogs), then a scan.
+    console.print(f"$ alicorn advisories import-debian --for {first['digest']}",
+                  highlight=False, style="bold")
+    imported = subprocess.run([sys.executable, "-m", "alicorn", "advisories", "import-debian",
+                               "--for", first["digest"]])
+    if imported.returncode != 0:
+        raise Error("Debian's advisories for the pony's packages could not be imported")
+    console.print(f"$ alicorn scan {first['digest']} --summary", highlight=False, style="bold")
+    scanned = subprocess.run([sys.executable, "-m", "alicorn", "scan", first["digest"],
+                              "--summary"])
+    if scanned.returncode not in (0, 1):  # 1: findings, an answer all the same
+        raise Error("the pony's image could not be scanned")
+
     port = port or (80 if _port_free(80) else free_port())
     console.print(f"$ alicorn run {first['build_id']} --name pony --port {port} --replace",
                   highlight=False, style="bold")
