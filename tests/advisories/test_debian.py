@@ -601,6 +601,10 @@ def test_cli_imports_debian_advisories_and_finds_the_affected_builds(
     assert (first["added"], first["unchanged"], first["cves"]) == (2, 0, 3)
     code, again = cli.json(*args)
     assert (again["added"], again["unchanged"]) == (0, 2), "re-importing is idempotent"
+    # The downloads stay out of the Debian composer's package cache (cache/debian), which
+    # mmdebstrap copies into every image it composes.
+    assert (tmp_path / "home" / "cache" / "advisories-debian" / "debs").is_dir()
+    assert not (tmp_path / "home" / "cache" / "debian").exists()
 
     store = BuildStore(load_settings(tmp_path / "home").database_url)
 

@@ -297,7 +297,7 @@ def import_debian(suite: str, base_suite: str, release: str, packages: tuple[str
     one package of each wanted source, and reads its changelog: one advisory per upload that
     names CVEs, affecting the source package below that version.  Run it on a connected
     machine, then carry the store (or `alicorn advisories export --format osv`) to
-    disconnected ones.  Downloads are cached under $ALICORN_HOME/cache/debian.
+    disconnected ones.  Downloads are cached under $ALICORN_HOME/cache/advisories-debian.
     """
     from alicorn.advisories.debian import DEBIAN_KEYRING, fetch_security_advisories
     from alicorn.config import load_settings
@@ -311,7 +311,9 @@ def import_debian(suite: str, base_suite: str, release: str, packages: tuple[str
         suite=suite, base_suite=None if base_suite.lower() == "none" else base_suite,
         mirror=mirror, mirror_security=security_mirror,
         packages=packages or None, inventory=inventory,
-        cache_dir=settings.cache_dir / "debian", release=release,
+        # Not cache/debian: that is the Debian composer's package cache, which mmdebstrap
+        # syncs into every image's /var/cache/apt/archives.
+        cache_dir=settings.cache_dir / "advisories-debian", release=release,
         keyring=keyring or DEBIAN_KEYRING)
     for warning in result.warnings:
         _warn(warning)
