@@ -7,10 +7,12 @@ them the way a chroot would, and never returns a path outside ``root``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from alicorn.errors import BadInput
@@ -83,3 +85,18 @@ def remove_tree(path: Path) -> None:
     if mounts_below(path):
         return
     shutil.rmtree(path, ignore_errors=True)
+
+
+def replace_file(path: Path, text: str, *, mode: int) -> None:
+    """Replace ``path`` with ``text`` atomically, with permissions ``mode``: whoever reads it
+    (podman, dnf, oscap, a web server) sees the old file or the new one, never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -54,13 +54,13 @@ from alicorn.chain.sigstore import (
     _is_ours,
     _locked,
     _parse_policy,
-    _replace,
     _shadowing,
     registries_d_file,
     split_reference,
 )
 from alicorn.digest import Digest
 from alicorn.errors import ToolError
+from alicorn.fs import replace_file
 from alicorn.proc import BuildLog, run, which
 from alicorn.registry.client import RegistryClient, push_tiny_image
 
@@ -513,7 +513,7 @@ def write_registries_d(addr: str, *, registries_d: Path = REGISTRIES_D,
         return path
     try:
         registries_d.mkdir(parents=True, exist_ok=True)
-        _replace(path, text, mode=0o644)
+        replace_file(path, text, mode=0o644)
     except OSError as e:
         raise PolicyError(f"cannot write {path}: {e.strerror}", where=str(path),
                           hint="the host's container configuration is root's to change") from e
@@ -629,12 +629,12 @@ def host_gpg_policy(addr: str, *, lookaside_dir: Path, pubring: Path,
                                        "gpgme, and that gpg works")
             new_text = _set_scope(text, doc, addr, [*kept, requirement], policy_path)
             if new_text != text:
-                _replace(policy_path, new_text, mode=policy_path.stat().st_mode & 0o7777)
+                replace_file(policy_path, new_text, mode=policy_path.stat().st_mode & 0o7777)
         except BaseException:
             if yaml_before is None:
                 yaml_file.unlink(missing_ok=True)
             elif yaml_file.read_text() != yaml_before:
-                _replace(yaml_file, yaml_before, mode=0o644)
+                replace_file(yaml_file, yaml_before, mode=0o644)
             raise
     notes.extend(_shadowing())
     return GpgHostPolicy(addr=addr, policy_path=policy_path, registries_d_file=written,
@@ -659,7 +659,7 @@ def remove_host_gpg_policy(addr: str, *, policy_path: Path = POLICY_JSON,
                     and any(is_alicorn_gpg_requirement(r) for r in scope):
                 rest = [r for r in scope if not is_alicorn_gpg_requirement(r)]
                 new_text = _set_scope(text, doc, addr, rest or None, policy_path)
-                _replace(policy_path, new_text, mode=policy_path.stat().st_mode & 0o7777)
+                replace_file(policy_path, new_text, mode=policy_path.stat().st_mode & 0o7777)
                 removed = True
         path = registries_d_file(addr, registries_d)
         if path.exists() and path.read_text().startswith(_MARKER) \

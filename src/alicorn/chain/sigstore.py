@@ -41,6 +41,7 @@ from alicorn.chain.attach import (
 from alicorn.chain.keys import KeyRing, PublicKey, SigningKey
 from alicorn.digest import Digest, canonical_json
 from alicorn.errors import Error, RegistryError
+from alicorn.fs import replace_file
 from alicorn.proc import BuildLog, run, which
 from alicorn.registry.client import RegistryClient, push_tiny_image
 
@@ -410,21 +411,7 @@ def _write_policy(path: Path, policy: dict[str, Any]) -> None:
         mode = path.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    _replace(path, text, mode=mode)
-
-
-def _replace(path: Path, text: str, *, mode: int) -> None:
-    """Replace ``path`` atomically: podman may read it at any moment."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_file(path, text, mode=mode)
 
 
 def _is_our_sigstore(req: Any) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from rich.console import Console
 from alicorn.advisories.model import Advisory
 from alicorn.config import Settings, load_settings
 from alicorn.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Error, StoreError
+from alicorn.fs import replace_file
 from alicorn.inventory.model import Package
 from alicorn.match.index import EcosystemCoverage
 from alicorn.match.model import Scan
@@ -86,21 +86,14 @@ def _advisories(settings: Settings, feeds: Sequence[str], packages: Iterable[Pac
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` at once: a reader never sees half a report."""
     path = path.absolute()
-    tmp: str | None = None
     try:
-        # mkstemp makes the file 0600; a report gets the mode a new file would get (or keeps
-        # the mode of the one it replaces).
+        # A report gets the mode a new file would get (or keeps the mode of the one it
+        # replaces), not the 0600 of a temporary file.
         umask = os.umask(0)
         os.umask(umask)
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~umask
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        replace_file(path, text if text.endswith("\n") else text + "\n", mode=mode)
     except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise BadInput(f"cannot write the report: {e.strerror or e}", where=str(path)) from e
 
 

@@ -18,13 +18,13 @@ import functools
 import os
 import shutil
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import alicorn
 from alicorn import proc
 from alicorn.errors import Error, ToolMissing
+from alicorn.fs import replace_file
 
 SHIM_NAME = "list_security.py"  # dnf matches --disableplugin=list-security against it too
 CONF_NAME = "list-security.conf"
@@ -147,15 +147,7 @@ def _targets(prefix: Path | None) -> tuple[Path, Path]:
 def _write(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(path, text, mode=0o644)
     except OSError as e:
         raise PluginInstallError(f"cannot write {path}: {e.strerror or e}", where=str(path),
                                  hint="run alicorn setup-host as root") from e
