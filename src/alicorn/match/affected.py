@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from alicorn.advisories.model import Advisory
 from alicorn.inventory.model import Distro, Inventory, Package
+from alicorn.inventory.rpmdb import source_name
 from alicorn.match.index import AdvisoryIndex, affected_key
 from alicorn.match.matcher import match
 from alicorn.match.model import Finding
@@ -168,7 +169,7 @@ def package_from_row(row: Any) -> Package:
         release = rest.rpartition("-")[2]
         epoch = int(epoch_text) if epoch_text.isdigit() else None
         version = f"{epoch}:{rest}" if epoch else rest
-        source = _srpm_name(row.source) if row.source else None
+        source = source_name(row.source)
         return Package(type="rpm", name=row.name, version=version, arch=row.arch or None,
                        epoch=epoch, release=release or None, source=source, purl=row.purl)
     if row.type == "deb":
@@ -178,10 +179,3 @@ def package_from_row(row: Any) -> Package:
                        epoch=epoch, source=row.source or row.name, purl=row.purl)
     name = str(canonicalize_name(row.name)) if row.type == "pypi" else row.name
     return Package(type=row.type, name=name, version=row.version, purl=row.purl)
-
-
-def _srpm_name(sourcerpm: str) -> str:
-    """``httpd-2.4.55-1.fc36.src.rpm`` → ``httpd`` (a name may itself hold dashes)."""
-    stem = sourcerpm.removesuffix(".rpm").removesuffix(".src").removesuffix(".nosrc")
-    parts = stem.rsplit("-", 2)
-    return parts[0] if len(parts) == 3 else stem
