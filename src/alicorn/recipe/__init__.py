@@ -3,6 +3,7 @@
 from alicorn.recipe.loader import load_recipe, parse_recipe
 from alicorn.recipe.model import (
     Artifact,
+    BaseRef,
     FileSpec,
     Healthcheck,
     HttpCheck,
@@ -12,6 +13,7 @@ from alicorn.recipe.model import (
 )
 
 __all__ = [
-    "Artifact", "FileSpec", "Healthcheck", "HttpCheck", "Recipe", "Repository", "TestSpec",
+    "Artifact", "BaseRef", "FileSpec", "Healthcheck", "HttpCheck", "Recipe", "Repository",
+    "TestSpec",
     "load_recipe", "parse_recipe",
 ]

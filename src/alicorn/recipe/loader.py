@@ -19,6 +19,7 @@ from alicorn.errors import RecipeError
 from alicorn.recipe.model import (
     DEFAULT_CONTENT_PATH,
     Artifact,
+    BaseRef,
     FileSpec,
     Healthcheck,
     HttpCheck,
@@ -221,9 +222,22 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
     def err(message: str, path: Path_) -> RecipeError:
         return RecipeError(message, file=file, line=_line_of(path, lines), field=_dotted(path))
 
+    raw_base = data.get("base")
+    base = None
+    if raw_base is not None:
+        base = BaseRef(image=raw_base) if isinstance(raw_base, str) else \
+            BaseRef(image=raw_base.get("image"), digest=raw_base.get("digest"))
+    if base is None:
+        for needed in ("repositories", "packages"):
+            if not data.get(needed):
+                raise err(f"{needed} must list at least one entry (only a layered recipe, "
+                          f"one with base:, may leave it out)", (needed,))
+    elif data.get("packages") and not data.get("repositories"):
+        raise err("packages need repositories to come from", ("packages",))
+
     repos = []
     seen: set[str] = set()
-    for i, r in enumerate(data["repositories"]):
+    for i, r in enumerate(data.get("repositories", [])):
         if r["name"] in seen:
             raise err(f"repository name {r['name']!r} is used twice", ("repositories", i, "name"))
         seen.add(r["name"])
@@ -296,7 +310,7 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
         architecture=dist.get("architecture", "amd64"),
         variant=dist.get("variant", "essential" if kind == "debian" else None),
         exclude_docs=dist.get("exclude_docs", False),
-        repositories=tuple(repos), packages=tuple(data["packages"]),
+        repositories=tuple(repos), packages=tuple(data.get("packages", ())),
         artifacts=artifacts, files=tuple(files),
         user=data.get("user"), workdir=data.get("workdir"),
         entrypoint=tuple(data.get("entrypoint", ())), cmd=tuple(data.get("cmd", ())),
@@ -305,4 +319,5 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
         labels=tuple(sorted(data.get("labels", {}).items())),
         healthcheck=healthcheck, tests=tests,
         content_path=data.get("content_path", DEFAULT_CONTENT_PATH),
+        base=base, gate=data.get("gate"),
     )

@@ -68,6 +68,15 @@ class TestSpec:
 
 
 @dataclass(frozen=True)
+class BaseRef:
+    """The image a layered recipe builds on: an Alicorn-built image by recipe name (its newest
+    published build) or pinned by manifest digest."""
+
+    image: str | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe.
 
@@ -102,6 +111,10 @@ class Recipe:
     healthcheck: Healthcheck | None = None
     tests: tuple[TestSpec, ...] = ()
     content_path: str = DEFAULT_CONTENT_PATH
+    base: BaseRef | None = None
+    # The security gate as written (a list, all-of / any-of, or one check); parsed and
+    # checked by alicorn.gate.spec.parse_gate.  None: the recipe names no gate.
+    gate: Any = field(default=None, compare=False, repr=False)
 
     @property
     def digest(self) -> Digest:

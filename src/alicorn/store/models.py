@@ -46,6 +46,13 @@ class BuildRow(Base):
     record_index: Mapped[int | None] = mapped_column(Integer)
     inputs_index: Mapped[int | None] = mapped_column(Integer)
     provenance_digest: Mapped[str | None] = mapped_column(String(71))
+    # Why the build ran when the rebuild service asked for it: {"advisories": [...],
+    # "events": [...], "rebuild": id, "previous_build": id, "previous_digest": sha256:...}.
+    trigger: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    base_digest: Mapped[str | None] = mapped_column(String(71))   # a layered build's base
+    # {"tests": "passed"|"failed"|"skipped"|None, "gate": ..., "fixed": ...}: the checks run
+    # before publishing (details in the build's sealed files).
+    checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     packages: Mapped[list[PackageRow]] = relationship(
         back_populates="build", cascade="all, delete-orphan", order_by="PackageRow.id")
