@@ -104,4 +104,9 @@ def result_json(row: BuildRow, settings: Settings) -> dict[str, Any]:
         "log": str(settings.build_dir(row.id) / "build.log"),
         "log_digest": row.log_digest,
         "packages": len(row.packages) if row.state in FINAL else None,
+        # The checks before publishing: {"fixed", "tests", "gate": passed|failed|skipped|None,
+        # "tests_detail", "gate_summary"}; and why the rebuild service asked for the build.
+        "checks": row.checks,
+        "trigger": row.trigger,
+        "base_digest": row.base_digest,   # a layered image's base
     }

@@ -98,6 +98,11 @@ class DebianComposer(Composer):
         return self._argv(rootfs, cache=self.ctx.cache_dir)
 
     def compose(self, rootfs: Path) -> None:
+        if rootfs.is_dir() and any(rootfs.iterdir()):
+            # A layered recipe's root holds its base; the loader refuses Debian packages on a
+            # base (mmdebstrap composes only into an empty directory).
+            raise ComposeError("a layered Debian recipe cannot add packages yet",
+                               where=self.recipe.file)
         argv = self._argv(rootfs, cache=self.ctx.cache_dir)
         self.ctx.cache_dir.mkdir(parents=True, exist_ok=True)
         steps = {"I: running apt-get update...": 1, "I: downloading packages with apt...": 2,

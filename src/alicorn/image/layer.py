@@ -5,6 +5,10 @@ SOURCE_DATE_EPOCH, ownership is numeric (no user or group names), hard links poi
 path in sort order, and the gzip stream carries no name or time.  Runtime-only directories
 (/dev, /proc, /sys, /run) are kept empty.
 
+A layered image's own layer is a diff (:func:`write_diff_layer`): only what is new or changed
+since a :func:`snapshot` of the unpacked base, with OCI whiteouts (``.wh.NAME``) for what was
+removed, under the same rules.
+
 Compression runs on all cores the way pigz does it: the tar stream is cut into fixed-size blocks,
 each block is deflated with the previous 32 KiB as its dictionary and ends on a byte boundary, and
 the pieces are concatenated into one ordinary gzip member.  The block size is fixed, so the output
@@ -156,47 +160,157 @@ def write_layer(root: Path, out: BinaryIO, *, source_date_epoch: int, level: int
 def _add_tree(tar: tarfile.TarFile, root: Path, epoch: int) -> None:
     links: dict[tuple[int, int], str] = {}
     for rel in iter_tree(root):
-        full = os.path.join(root, rel)
-        st = os.lstat(full)
-        info = tarfile.TarInfo(rel)
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname = info.gname = ""
-        info.mtime = _clamp(st.st_mtime, epoch)
-        for name in KEPT_XATTRS:
-            try:
-                value = os.getxattr(full, name, follow_symlinks=False)
-            except OSError:
-                continue
-            # Binary values pass through tarfile's surrogateescape encoding unchanged.
-            info.pax_headers = {**info.pax_headers,
-                                "SCHILY.xattr." + name: value.decode("utf-8", "surrogateescape")}
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                info.type = tarfile.LNKTYPE
-                info.linkname = links[key]
-                tar.addfile(info)
-                continue
-            if st.st_nlink > 1:
-                links[key] = rel
-            info.size = st.st_size
-            with open(full, "rb") as f:
-                tar.addfile(info, f)
-        elif stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
+        _add_entry(tar, root, rel, os.lstat(os.path.join(root, rel)), epoch, links)
+
+
+def _add_entry(tar: tarfile.TarFile, root: Path, rel: str, st: os.stat_result, epoch: int,
+               links: dict[tuple[int, int], str]) -> None:
+    """Write one path of the tree; ``links`` maps inodes already written to their path."""
+    full = os.path.join(root, rel)
+    info = tarfile.TarInfo(rel)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""
+    info.mtime = _clamp(st.st_mtime, epoch)
+    for name in KEPT_XATTRS:
+        try:
+            value = os.getxattr(full, name, follow_symlinks=False)
+        except OSError:
+            continue
+        # Binary values pass through tarfile's surrogateescape encoding unchanged.
+        info.pax_headers = {**info.pax_headers,
+                            "SCHILY.xattr." + name: value.decode("utf-8", "surrogateescape")}
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and key in links:
+            info.type = tarfile.LNKTYPE
+            info.linkname = links[key]
             tar.addfile(info)
-        elif stat.S_ISLNK(mode):
-            info.type = tarfile.SYMTYPE
-            info.linkname = os.readlink(full)
-            tar.addfile(info)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
-            tar.addfile(info)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            # Device nodes outside /dev are kept as they are; /dev itself is emptied above.
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            tar.addfile(info)
-        # Sockets are runtime objects and are left out.
+            return
+        if st.st_nlink > 1:
+            links[key] = rel
+        info.size = st.st_size
+        with open(full, "rb") as f:
+            tar.addfile(info, f)
+    elif stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    elif stat.S_ISLNK(mode):
+        info.type = tarfile.SYMTYPE
+        info.linkname = os.readlink(full)
+        tar.addfile(info)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        # Device nodes outside /dev are kept as they are; /dev itself is emptied above.
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        tar.addfile(info)
+    # Sockets are runtime objects and are left out.
+
+
+# -- diff layers --------------------------------------------------------------------------------
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+
+
+@dataclass(frozen=True)
+class PathState:
+    """What :func:`snapshot` records of one path: enough to tell it changed.  Any write to a
+    file, and any chmod, chown, xattr or link count change, moves its ctime; a replaced file
+    has another inode."""
+
+    type: int            # stat.S_IFMT of the mode
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    ino: int
+    ctime_ns: int
+    link: str | None     # a symlink's target
+
+
+def _state(full: str) -> tuple[PathState, os.stat_result]:
+    st = os.lstat(full)
+    link = os.readlink(full) if stat.S_ISLNK(st.st_mode) else None
+    return PathState(type=stat.S_IFMT(st.st_mode), mode=stat.S_IMODE(st.st_mode),
+                     uid=st.st_uid, gid=st.st_gid, size=st.st_size, ino=st.st_ino,
+                     ctime_ns=st.st_ctime_ns, link=link), st
+
+
+def snapshot(root: Path) -> dict[str, PathState]:
+    """The state of every path below ``root`` (as :func:`iter_tree` lists them, lstat)."""
+    return {rel: _state(os.path.join(root, rel))[0] for rel in iter_tree(root)}
+
+
+def _tree_order(rel: str) -> list[bytes]:
+    """Sort key giving :func:`iter_tree`'s order: parents first, names bytewise."""
+    return [os.fsencode(part) for part in rel.split("/")]
+
+
+def diff_entries(root: Path, before: dict[str, PathState]) -> tuple[list[str], list[str]]:
+    """(paths to write, removed paths to white out) of ``root`` against ``before``.
+
+    A path is written when it is new or its state changed, and so is every directory above
+    it (as container tools do, so the layer stands on its own).  A removed path is whited
+    out only where its parent is still a directory: a removed directory's contents go with
+    it, and a directory replaced by a file is replaced whole when the layer is applied.
+    """
+    now: dict[str, tuple[PathState, os.stat_result]] = {
+        rel: _state(os.path.join(root, rel)) for rel in iter_tree(root)}
+    changed = {rel for rel, (state, _) in now.items() if before.get(rel) != state}
+    removed = []
+    for rel in before:
+        if rel in now:
+            continue
+        parent = rel.rpartition("/")[0]
+        if parent == "" or (parent in now and now[parent][0].type == stat.S_IFDIR):
+            removed.append(rel)
+    wanted = set(changed)
+    for rel in [*changed, *removed]:
+        parent = rel.rpartition("/")[0]
+        while parent and parent not in wanted:
+            wanted.add(parent)
+            parent = parent.rpartition("/")[0]
+    return sorted(wanted, key=_tree_order), sorted(removed, key=_tree_order)
+
+
+def write_diff_layer(root: Path, before: dict[str, PathState], out: BinaryIO, *,
+                     source_date_epoch: int, level: int = 6,
+                     threads: int | None = None) -> LayerInfo:
+    """Write what changed in ``root`` since the snapshot ``before`` as a layer to ``out``.
+
+    The same rules as :func:`write_layer` (sorted, mtimes clamped, numeric owners, hard links
+    to the first path in order); a path removed since the snapshot becomes a whiteout
+    ``DIR/.wh.NAME`` (mode 0, owner 0:0, mtime SOURCE_DATE_EPOCH).
+    """
+    written, removed = diff_entries(root, before)
+    items = [(rel, False) for rel in written]
+    for rel in removed:
+        parent, _, name = rel.rpartition("/")
+        items.append((f"{parent}/{WHITEOUT_PREFIX}{name}" if parent
+                      else f"{WHITEOUT_PREFIX}{name}", True))
+    items.sort(key=lambda item: _tree_order(item[0]))
+    gz = _ParallelGzip(out, level, threads or os.cpu_count() or 1)
+    try:
+        with tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                          encoding="utf-8", errors="surrogateescape") as tar:
+            links: dict[tuple[int, int], str] = {}
+            for rel, whiteout in items:
+                if whiteout:
+                    info = tarfile.TarInfo(rel)
+                    info.mode, info.uid, info.gid = 0, 0, 0
+                    info.uname = info.gname = ""
+                    info.mtime = source_date_epoch
+                    tar.addfile(info)
+                else:
+                    _add_entry(tar, root, rel, os.lstat(os.path.join(root, rel)),
+                               source_date_epoch, links)
+    except BaseException:
+        gz.abort()
+        raise
+    digest, diff_id, size = gz.close()
+    return LayerInfo(digest=digest, diff_id=diff_id, size=size)

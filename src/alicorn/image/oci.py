@@ -87,6 +87,62 @@ def image_config(recipe: Recipe, layers: list[LayerInfo], epoch: int) -> dict[st
     }
 
 
+def layered_config(recipe: Recipe, base: dict[str, Any], base_digest: Digest,
+                   layers: list[LayerInfo], epoch: int) -> dict[str, Any]:
+    """The config of an image layered on ``base`` (that image's config): the base's with the
+    recipe's settings applied.  Entrypoint, cmd, user, workdir, ports, volumes and stop signal
+    replace the base's when the recipe gives them; env and labels are merged, the recipe's
+    winning; the recipe digest label is the child's, the tests, healthcheck and content path
+    labels too when the recipe has them (else the base's stay).  ``layers`` are all of the
+    image's, the base's first; the history gains one entry naming the base."""
+    given = recipe.data
+    inherited = dict(base.get("config") or {})
+    env: dict[str, str] = {}
+    for item in inherited.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    env.update(dict(recipe.env))
+    env.setdefault("PATH", DEFAULT_PATH)
+    labels = {**(inherited.get("Labels") or {}), **dict(recipe.labels)}
+    labels["org.opencontainers.image.title"] = dict(recipe.labels).get(
+        "org.opencontainers.image.title", recipe.name)
+    labels[LABEL_RECIPE_DIGEST] = str(recipe.digest)
+    if "content_path" in given or LABEL_CONTENT_PATH not in labels:
+        labels[LABEL_CONTENT_PATH] = recipe.content_path
+    if recipe.healthcheck is not None:
+        labels[LABEL_HEALTHCHECK] = json.dumps(given["healthcheck"], sort_keys=True)
+    if recipe.tests:
+        labels[LABEL_TESTS] = json.dumps(given["tests"], sort_keys=True)
+    config = {**inherited, "Env": [f"{k}={v}" for k, v in sorted(env.items())],
+              "Labels": labels}
+    if recipe.user:
+        config["User"] = recipe.user
+    if recipe.workdir:
+        config["WorkingDir"] = recipe.workdir
+    if recipe.entrypoint:
+        config["Entrypoint"] = list(recipe.entrypoint)
+    if recipe.cmd:
+        config["Cmd"] = list(recipe.cmd)
+    if recipe.ports:
+        config["ExposedPorts"] = {f"{p}/tcp": {} for p in sorted(recipe.ports)}
+    if recipe.volumes:
+        config["Volumes"] = {v: {} for v in sorted(recipe.volumes)}
+    if recipe.stop_signal:
+        config["StopSignal"] = recipe.stop_signal
+    created = rfc3339(epoch)
+    history = [*(base.get("history") or []),
+               {"created": created,
+                "created_by": f"alicorn build (recipe {recipe.digest}) on base {base_digest}"}]
+    return {
+        "created": created,
+        "architecture": base.get("architecture", recipe.oci_architecture),
+        "os": base.get("os", "linux"),
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in layers]},
+        "history": history,
+    }
+
+
 def _write_blob(layout: Path, data: bytes) -> Digest:
     digest = Digest.of_bytes(data)
     path = layout / "blobs" / "sha256" / digest.hex
@@ -103,12 +159,22 @@ def new_layout(layout: Path) -> Path:
     return blobs
 
 
-def write_image(layout: Path, recipe: Recipe, layers: list[LayerInfo], epoch: int) -> ImageInfo:
-    """Write config, manifest and index into ``layout``, whose blobs already hold the layers."""
+def write_image(layout: Path, recipe: Recipe, layers: list[LayerInfo], epoch: int, *,
+                base_config: dict[str, Any] | None = None,
+                base_digest: Digest | None = None) -> ImageInfo:
+    """Write config, manifest and index into ``layout``, whose blobs already hold the layers.
+
+    With ``base_config`` (and the base's ``base_digest``) the image is layered: ``layers``
+    start with the base's, and the config is :func:`layered_config`'s."""
     for layer in layers:
         if not (layout / "blobs" / "sha256" / layer.digest.hex).is_file():
             raise ImageError(f"layer {layer.digest} is missing from {layout}")
-    config = canonical_json(image_config(recipe, layers, epoch))
+    if base_config is not None:
+        assert base_digest is not None
+        doc = layered_config(recipe, base_config, base_digest, layers, epoch)
+    else:
+        doc = image_config(recipe, layers, epoch)
+    config = canonical_json(doc)
     config_digest = _write_blob(layout, config)
     manifest = canonical_json({
         "schemaVersion": 2,

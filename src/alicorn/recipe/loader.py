@@ -234,6 +234,11 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
                           f"one with base:, may leave it out)", (needed,))
     elif data.get("packages") and not data.get("repositories"):
         raise err("packages need repositories to come from", ("packages",))
+    elif data.get("packages") and kind == "debian":
+        # mmdebstrap composes only empty roots; apt inside a base's root would need its own
+        # reproducibility work (lists, caches, logs, debconf, times) before it is sound.
+        raise err("a layered Debian recipe cannot add packages yet (only files, artifacts "
+                  "and settings on top of its base)", ("packages",))
 
     repos = []
     seen: set[str] = set()
@@ -300,7 +305,8 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
     )
     ports = tuple(data.get("ports", ()))
     for i, t in enumerate(tests):
-        if t.http is not None and t.http.port is None and not ports:
+        # A layered recipe's image exposes its base's ports unless it names its own.
+        if t.http is not None and t.http.port is None and not ports and base is None:
             raise err("an HTTP test needs a port, or the recipe needs ports", ("tests", i, "http"))
 
     return Recipe(

@@ -44,6 +44,8 @@ class Submission:
     source_ref: str | None = None
     recipe_content: str | None = None
     options: dict[str, Any] | None = None
+    # Why the rebuild service asked for it (BuildRow.trigger), written with the row.
+    trigger: dict[str, Any] | None = None
 
 
 class BuildStore:
@@ -57,7 +59,7 @@ class BuildStore:
             submitter=f"{user}@{os.uname().nodename}", source_kind=sub.source_kind,
             source_url=sub.source_url, source_ref=sub.source_ref,
             recipe_path=sub.recipe_path, recipe_content=sub.recipe_content,
-            options=sub.options or {}, published=False,
+            options=sub.options or {}, published=False, trigger=sub.trigger,
         )
         with self._sessions.begin() as s:
             s.add(row)
@@ -114,8 +116,11 @@ class BuildStore:
         with self._sessions() as s:
             if ident.startswith("sha256:") or len(ident) == 64:
                 digest = ident if ident.startswith("sha256:") else "sha256:" + ident
+                # A build its checks failed keeps its candidate's digest: a finished build
+                # of the same image, if there is one, is the one the digest stands for.
                 row = s.scalars(select(BuildRow).where(BuildRow.digest == digest)
-                                .order_by(BuildRow.created_at.desc())).first()
+                                .order_by((BuildRow.state == DONE).desc(),
+                                          BuildRow.created_at.desc())).first()
             else:
                 rows = s.scalars(select(BuildRow).where(BuildRow.id.startswith(ident))
                                  .limit(2)).all()
@@ -140,6 +145,19 @@ class BuildStore:
                 select(BuildRow).where(BuildRow.input_key == input_key, BuildRow.state == DONE,
                                        BuildRow.id != exclude, BuildRow.digest.is_not(None))
                 .order_by(BuildRow.finished_at.desc())).first()
+            if row is not None:
+                _ = row.packages
+            return row
+
+    def latest_published(self, recipe_name: str) -> BuildRow | None:
+        """The newest done, published build of the recipe named ``recipe_name`` (what a
+        layered recipe's ``base: NAME`` means); None when there is none."""
+        with self._sessions() as s:
+            row = s.scalars(
+                select(BuildRow).where(BuildRow.recipe_name == recipe_name,
+                                       BuildRow.state == DONE, BuildRow.published.is_(True),
+                                       BuildRow.digest.is_not(None))
+                .order_by(BuildRow.finished_at.desc(), BuildRow.id.desc())).first()
             if row is not None:
                 _ = row.packages
             return row
