@@ -167,6 +167,11 @@ def test_compose_pony(pony_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
                 source="busybox-1.35.0-2.fc40.src.rpm",
                 checksum=sha("busybox", "1.35.0-2.fc40"),
                 purl="pkg:rpm/alicorn/busybox@1.35.0-2.fc40?arch=x86_64&distro=pony-40"),
+        Package(type="rpm", name="fedora-release-pony", version="3.18-1.fc40", arch="noarch",
+                source="pony-filesystem-3.18-1.fc40.src.rpm",
+                checksum=sha("fedora-release-pony", "3.18-1.fc40"),
+                purl="pkg:rpm/alicorn/fedora-release-pony@3.18-1.fc40?arch=noarch"
+                     "&distro=pony-40"),
         Package(type="rpm", name="pony-content", version="1.0-1.fc40", arch="noarch",
                 source="pony-content-1.0-1.fc40.src.rpm",
                 checksum=sha("pony-content", "1.0-1.fc40"),
@@ -184,13 +189,13 @@ def test_compose_pony(pony_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
         check=True, capture_output=True, text=True).stdout
     times = {line.split()[0]: (int(line.split()[1]), int(line.split()[2]))
              for line in out.splitlines()}
-    assert set(times) == {"busybox", "pony-content", "pony-filesystem"}
+    assert set(times) == {"busybox", "pony-content", "pony-filesystem", "fedora-release-pony"}
     assert {tid for _, tid in times.values()} == {SOURCE_DATE_EPOCH}
-    assert sorted(t for t, _ in times.values()) == [SOURCE_DATE_EPOCH + i for i in range(3)]
+    assert sorted(t for t, _ in times.values()) == [SOURCE_DATE_EPOCH + i for i in range(4)]
 
     monitor = ctx.monitor
     assert isinstance(monitor, RecordingMonitor)
-    assert (3, 3, None) in monitor.events
+    assert (4, 4, None) in monitor.events
     assert any(d and "busybox" in d for _, _, d in monitor.events)
     print(f"compose took {elapsed:.2f} s")
 

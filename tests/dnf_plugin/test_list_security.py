@@ -255,7 +255,7 @@ def test_stdout_holds_only_the_listing_without_quiet(world: World) -> None:
     assert "Added pony repo" in proc.stderr
     proc = world.dnf("list-security", "--cve", "CVE-1999-0001", quiet=False)
     assert proc.stdout == ""
-    assert "No security update matches the filters given: 8 installed packages" in proc.stderr
+    assert "No security update matches the filters given: 9 installed packages" in proc.stderr
 
 
 @pytest.mark.parametrize(("filters", "expected"), [
