@@ -15,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from alicorn import daemon
-from alicorn.build.pipeline import Build
+from alicorn.build.pipeline import Build, Outcome
 from alicorn.config import Settings
 from alicorn.errors import Error
 from alicorn.fs import remove_tree
@@ -43,14 +44,36 @@ def worker_running(settings: Settings) -> bool:
 
 
 def ensure_worker(settings: Settings) -> None:
-    """Start a local worker in the background unless one is running."""
+    """Start the service in the background unless one is running: it runs the queued builds,
+    and meanwhile watches the images' repositories and acts on the advisories that land
+    (alicorn.events.service); it exits after 15 idle minutes."""
     if worker_running(settings) or daemon.read_pid(settings.run_dir / "worker.pid") is not None:
         return
+    start_service(settings, idle_exit=900)
+
+
+def start_service(settings: Settings, *, idle_exit: float | None = None,
+                  interval: float | None = None) -> int:
+    """Start ``alicorn serve`` detached (pid file ``run/worker.pid``, log ``run/worker.log``);
+    returns its pid."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    daemon.spawn([sys.executable, "-m", "alicorn", "worker", "--idle-exit", "900"],
-                 pidfile=settings.run_dir / "worker.pid",
-                 logfile=settings.run_dir / "worker.log",
-                 env={"ALICORN_HOME": str(settings.home)})
+    argv = [sys.executable, "-m", "alicorn", "serve"]
+    if idle_exit is not None:
+        argv += ["--idle-exit", f"{idle_exit:g}"]
+    if interval is not None:
+        argv += ["--interval", f"{interval:g}"]
+    return daemon.spawn(argv, pidfile=settings.run_dir / "worker.pid",
+                        logfile=settings.run_dir / "worker.log",
+                        env={"ALICORN_HOME": str(settings.home)})
+
+
+def lock_holder(settings: Settings) -> int | None:
+    """The pid the running worker wrote into the lock file, if it is alive."""
+    try:
+        pid = int(_lock_path(settings).read_text().strip() or "0")
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and daemon.alive(pid) else None
 
 
 def stop_worker(settings: Settings) -> bool:
@@ -114,16 +137,63 @@ def collect_garbage(settings: Settings, store: BuildStore) -> None:
             remove_tree(path)
 
 
+def acquire_lock(settings: Settings) -> IO[str] | None:
+    """The worker lock of this ALICORN_HOME, held until the returned file is closed (or the
+    process ends, however it ends); None when another process holds it."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(_lock_path(settings), "a")  # noqa: SIM115 (held for the caller's life)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    # Who holds it, for whoever finds it held (a second service started by a race names the
+    # first one in the pid file instead of itself).
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    return lock
+
+
+class BuildLoop:
+    """Claiming and running queued builds, one at a time: the part of a worker that the
+    long-running service (alicorn.events.service) shares with ``alicorn worker``.
+
+    :meth:`start` reaps the builds of a dead worker and removes the private roots a crash
+    left; :meth:`step` runs the next queued build, if any, to its end.
+    """
+
+    def __init__(self, settings: Settings, store: BuildStore | None = None):
+        self.settings = settings
+        self.store = store if store is not None else BuildStore(settings.database_url)
+        self.name = worker_name()
+
+    def start(self) -> int:
+        """Clean up after a dead worker; returns how many of its builds were failed."""
+        reaped = reap(self.settings, self.store)
+        collect_garbage(self.settings, self.store)
+        return reaped
+
+    def step(self) -> tuple[str, Outcome] | None:
+        """Run the next queued build; ``(build id, outcome)``, or None when none is queued."""
+        row = self.store.claim_next(self.name)
+        if row is None:
+            return None
+        return row.id, Build(self.settings, self.store, row).run()
+
+
+def build_line(build_id: str, outcome: Outcome) -> str:
+    """One log line for a finished build."""
+    return f"build {build_id}: {outcome.state} {outcome.digest or outcome.error or ''}".rstrip()
+
+
 def serve(settings: Settings, *, once: bool = False, idle_exit: float | None = None,
           poll: float = 0.1) -> int:
     """Run queued builds until stopped; returns the number of builds run."""
-    store = BuildStore(settings.database_url)
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(_lock_path(settings), "a")  # noqa: SIM115 (held for the worker's life)
+    lock = None
     if not once:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        lock = acquire_lock(settings)
+        if lock is None:
             print("another worker is running for this ALICORN_HOME", file=sys.stderr)
             return 0
         (settings.run_dir / "worker.pid").write_text(f"{os.getpid()}\n")
@@ -135,26 +205,24 @@ def serve(settings: Settings, *, once: bool = False, idle_exit: float | None = N
         stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
-    name = worker_name()
+    loop = BuildLoop(settings)
     done = 0
     idle_since = time.monotonic()
-    reap(settings, store)
-    collect_garbage(settings, store)
+    loop.start()
     while not stopping:
-        row = store.claim_next(name)
-        if row is None:
+        ran = loop.step()
+        if ran is None:
             if once:
                 break
             if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
                 break
             time.sleep(poll)
             continue
-        outcome = Build(settings, store, row).run()
-        print(f"build {row.id}: {outcome.state} {outcome.digest or outcome.error or ''}",
-              flush=True)
+        print(build_line(*ran), flush=True)
         done += 1
         idle_since = time.monotonic()
         if once:
             break
-    lock.close()
+    if lock is not None:
+        lock.close()
     return done
