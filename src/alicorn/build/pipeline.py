@@ -1,13 +1,16 @@
 """One build, start to end, as the worker runs it.
 
 source → recipe → inputs (logged) → (cache | compose → artifacts → files → layer → image)
-→ SBOMs → provenance (signed) → publish (image, signature, attestation, SBOMs) → sealed record
+→ fixed check → SBOMs → provenance (signed) → tests → gate → publish (image by digest,
+attestations, SBOMs, gate reports, signatures, then the tag) → sealed record
 
 Every step writes to the build's log and reports to its monitor.  A failure at any step records
 the build as failed with the reason; the image is published only at the end, so a failed build
 never leaves a half-published image behind.  The build log ends before the provenance is signed
-(the provenance names its digest); what publishing does goes to ``publish.log``.  Every build,
-failed ones too, ends with a sealed record in the transparency log.
+(the provenance names its digest); what the checks (alicorn.build.checks) do goes to
+``checks.log``, what publishing does to ``publish.log``.  A build its checks fail keeps its
+candidate's digest (the image stays in the local store, unpublished).  Every build, failed
+ones too, ends with a sealed record in the transparency log.
 """
 
 from __future__ import annotations
@@ -21,17 +24,29 @@ from pathlib import Path
 from typing import Any
 
 from alicorn import __version__
+from alicorn.build import checks
 from alicorn.build.artifacts import install_artifacts
+from alicorn.build.base import BaseImage, link_blobs, merge_packages, resolve_base, unpack_base
 from alicorn.build.files import add_files
-from alicorn.chain import attach
-from alicorn.chain.record import BUILD_LOG, CYCLONEDX, PUBLISH_LOG, SPDX, BuildFiles
+from alicorn.chain import attach, dsse
+from alicorn.chain.record import (
+    BUILD_LOG,
+    CHECKS_LOG,
+    CYCLONEDX,
+    GATE,
+    GATE_ATTESTATION,
+    PUBLISH_LOG,
+    SPDX,
+    TESTS_ATTESTATION,
+    BuildFiles,
+)
 from alicorn.chain.seal import Chain, envelope_digest, package_json, statement_for
 from alicorn.compose import BuildContext, Package, composer_for
 from alicorn.config import Settings
-from alicorn.digest import Digest
+from alicorn.digest import Digest, canonical_json
 from alicorn.errors import Error
 from alicorn.fs import remove_tree
-from alicorn.image.layer import write_layer
+from alicorn.image.layer import PathState, snapshot, write_diff_layer, write_layer
 from alicorn.image.oci import new_layout, read_manifest, store_layout, write_image
 from alicorn.monitor import FileMonitor
 from alicorn.proc import BuildLog
@@ -119,10 +134,21 @@ class Build:
             "source_date_epoch": epoch,
             "compression_level": self.options.get("compression_level", 1),
         }
+        # A layered recipe: its base (the rebuild service pins it by digest) is an input.
+        self._base: BaseImage | None = None
+        if recipe.base is not None:
+            self._base = resolve_base(recipe, self.store, self.settings,
+                                      pinned=self.options.get("base_digest"))
+            inputs["base"] = self._base.inputs()
+            self.log.write(f"base {self._base.name} {self._base.digest} "
+                           f"(build {self._base.build_id})")
         # The key leaves out what does not change the image: where the recipe came from
-        # (a commit and a file with equal content build the same image, given the same epoch).
+        # (a commit and a file with equal content build the same image, given the same epoch),
+        # and which build made the base (its digest is the base).
         keyed = {k: v for k, v in inputs.items() if k != "source"}
         keyed["recipe"] = {"digest": str(recipe.digest)}
+        if "base" in inputs:
+            keyed["base"] = {"name": inputs["base"]["name"], "digest": inputs["base"]["digest"]}
         key = Digest.of_json(keyed)
         self.log.write(f"input key {key}")
         return inputs, key, int(epoch)
@@ -131,12 +157,28 @@ class Build:
         rootfs = self.work / "rootfs"
         composer = composer_for(recipe, ctx)
         self.monitor.step("compose")
-        composer.compose(rootfs)
+        base = self._base
+        self._snapshot: dict[str, PathState] | None = None
+        if base is not None:
+            # A layered image: the base's root, then this recipe's packages and files on it;
+            # the snapshot is what the image's own layer is the difference from.
+            self.log.write(f"unpacking the base {base.name} {base.digest} "
+                           f"({len(base.layers)} layers)")
+            unpack_base(base, rootfs)
+            self._snapshot = snapshot(rootfs)
+            if recipe.packages:
+                composer.compose(rootfs)
+            else:
+                self.log.write("no packages to add: no package manager runs")
+        else:
+            composer.compose(rootfs)
         self.monitor.step("artifacts", total=len(recipe.artifacts))
         extra = install_artifacts(recipe, rootfs, self.work / "artifacts")
         self.monitor.step("files", total=len(recipe.files))
         add_files(recipe, rootfs)
         packages = composer.packages(rootfs) + extra
+        if base is not None:
+            packages = merge_packages(base, packages)
         self.log.write(f"{len(packages)} packages in the image")
         return rootfs, packages
 
@@ -146,13 +188,23 @@ class Build:
         layout = self.work / "oci"
         blobs = new_layout(layout)
         tmp = blobs / "layer.tmp"
+        level = int(self.options.get("compression_level", 1))
+        base = self._base
         with open(tmp, "wb") as f:
-            layer = write_layer(rootfs, f, source_date_epoch=epoch,
-                                level=int(self.options.get("compression_level", 1)))
+            if base is not None and self._snapshot is not None:
+                layer = write_diff_layer(rootfs, self._snapshot, f, source_date_epoch=epoch,
+                                         level=level)
+            else:
+                layer = write_layer(rootfs, f, source_date_epoch=epoch, level=level)
         os.replace(tmp, blobs / layer.digest.hex)
         self.log.write(f"layer {layer.digest} ({layer.size} bytes, diff_id {layer.diff_id})")
         self.monitor.step("image")
-        info = write_image(layout, recipe, [layer], epoch)
+        if base is not None:
+            link_blobs(base, layout)
+            info = write_image(layout, recipe, [*base.layers, layer], epoch,
+                               base_config=base.config, base_digest=base.digest)
+        else:
+            info = write_image(layout, recipe, [layer], epoch)
         stored = store_layout(layout, self.settings.images_dir, info.digest)
         outputs = {
             "manifest": str(info.digest), "config": str(info.config_digest),
@@ -172,8 +224,18 @@ class Build:
         self._packages: list[Package] = []
         self._extra: dict[str, Any] = {}
         self._record: dict[str, Any] = {}
+        self._checks: checks.CheckState | None = None
+        self._candidate: str | None = None
         try:
+            trigger = self.options.get("trigger", self.row.trigger)
+            if trigger is not None and not isinstance(trigger, dict):
+                raise Error(f"the build's trigger must be an object, not {trigger!r}")
+            self._extra["trigger"] = trigger
             outcome = self._run()
+        except checks.ChecksFailed as e:
+            # The candidate stays in the local store, unpublished, under its digest, so that
+            # whoever asked for the build can name what failed.
+            outcome = Outcome(FAILED, digest=self._candidate, error=e.diagnostics())
         except Error as e:
             outcome = Outcome(FAILED, error=e.diagnostics())
         except KeyboardInterrupt:
@@ -189,12 +251,14 @@ class Build:
         if outcome.state != DONE:
             # Free the space first: a build that failed on a full disk must still be recorded.
             remove_tree(self.work)
-        log = self.publish_log if self.log.closed else self.log
+        log = self.log if not self.log.closed else \
+            self._publish_log or self._checks_log or self.checks_log
         if outcome.error:
             log.write(f"FAILED: {outcome.error}")
         log.write(f"{outcome.state} in {time.monotonic() - started:.1f} s")
         logs = {}
-        for name, each in ((BUILD_LOG, self.log), (PUBLISH_LOG, self._publish_log)):
+        for name, each in ((BUILD_LOG, self.log), (CHECKS_LOG, self._checks_log),
+                           (PUBLISH_LOG, self._publish_log)):
             if each is not None:
                 each.close()
                 os.chmod(each.path, 0o444)
@@ -209,6 +273,13 @@ class Build:
         return outcome
 
     _publish_log: BuildLog | None = None
+    _checks_log: BuildLog | None = None
+
+    @property
+    def checks_log(self) -> BuildLog:
+        if self._checks_log is None:
+            self._checks_log = BuildLog(self.dir / CHECKS_LOG)
+        return self._checks_log
 
     @property
     def publish_log(self) -> BuildLog:
@@ -235,8 +306,12 @@ class Build:
                       "outputs": self._extra.get("outputs")},
             "cached_from": self._extra.get("cached_from"),
             "logs": logs,
+            "trigger": self._extra.get("trigger"),
+            "checks": self._checks.record() if self._checks is not None else None,
             **self._record,
         }
+        if self._checks is not None:
+            self._extra["checks"] = self._checks.row()
         subject = outcome.digest or row.id
         record_digest, index = self.chain.seal(self.files, record, subject)
         self.store.finish(self.row.id, outcome.state, packages=self._packages,
@@ -260,6 +335,9 @@ class Build:
         self.log.write(f"inputs recorded as entry {inputs_index} of the transparency log")
         self.store.update(self.row.id, input_key=str(key), inputs=inputs,
                           inputs_index=inputs_index)
+        if self._base is not None:
+            self._extra["base_digest"] = str(self._base.digest)
+            self.store.update(self.row.id, base_digest=str(self._base.digest))
 
         cached = None if self.options.get("no_cache") else self.store.find_cached(str(key),
                                                                                  self.row.id)
@@ -280,6 +358,8 @@ class Build:
             digest, layout, outputs = self._image(recipe, rootfs, epoch)
             self._extra["outputs"] = outputs
 
+        self._check_fixed(digest)
+
         # The provenance: SBOMs and the build log are its byproducts, so the log ends here.
         self.monitor.step("provenance")
         image_name = f"{self.settings.registry}/{recipe.name}"
@@ -295,7 +375,8 @@ class Build:
             image_name=image_name, digest=digest, build_id=row.id, builder=BUILDER_ID,
             version=__version__, argv=list(row.argv), source=source, recipe=recipe_ref,
             inputs=inputs, key=str(key), packages=self._packages, byproducts=byproducts,
-            started=row.started_at, finished=None, inputs_index=inputs_index)
+            started=row.started_at, finished=None, inputs_index=inputs_index,
+            trigger=self._extra.get("trigger"))
         envelope = self.chain.sign_provenance(self.files, stmt)
         provenance_digest = envelope_digest(envelope)
         self._extra["provenance_digest"] = provenance_digest
@@ -303,37 +384,106 @@ class Build:
                                         "key_id": self.chain.key.key_id},
                             sboms={SPDX: byproducts[SPDX], CYCLONEDX: byproducts[CYCLONEDX]})
 
+        self._run_checks(recipe, digest, layout, image_name)
         if self.options.get("no_push"):
             return Outcome(DONE, digest=str(digest))
         return self._publish(recipe, digest, layout, envelope)
 
+    # -- the checks before publishing (alicorn.build.checks) -------------------------------
+    def _check_fixed(self, digest: Digest) -> None:
+        """A rebuild for advisories must hold their fixed versions, or it fails here."""
+        self._candidate = str(digest)
+        expected = self.options.get("expect_fixed")
+        if not expected:
+            return
+        self.monitor.step("fixed")
+        self._checks = checks.CheckState()
+        reason = checks.check_fixed(self.settings.database_url, expected, self._packages,
+                                    target=str(digest), log=self.log)
+        self._checks.fixed = checks.FAILED if reason else checks.PASSED
+        self._checks.fixed_detail = reason
+        if reason:
+            raise checks.ChecksFailed(reason)
+        self.log.write(f"fixed: {', '.join(expected)} fixed in the image")
+
+    def _run_checks(self, recipe: Recipe, digest: Digest, layout: Path, image_name: str) -> None:
+        """The recipe's tests and the security gate on the candidate, both run and recorded
+        (and attested) whatever the other says; fails the build unless both passed."""
+        state = self._checks = self._checks or checks.CheckState()
+        log = self.checks_log
+        skip = bool(self.options.get("skip_checks"))
+        self.monitor.step("tests")
+        tests = checks.run_tests(recipe, layout, str(digest), self.files, state, skip=skip,
+                                 log=log)
+        self.monitor.step("gate")
+        previous = checks.previous_build(self.store, recipe.name, self.row.id,
+                                         self._extra.get("trigger"))
+        gate = checks.run_gate(recipe, layout, str(digest), self._packages, previous,
+                               self.settings.database_url, self.files, state, skip=skip,
+                               log=log)
+        for name, predicate_type, doc in (
+                (TESTS_ATTESTATION, checks.TESTS_PREDICATE, tests),
+                (GATE_ATTESTATION, checks.GATE_PREDICATE, gate)):
+            envelope = dsse.sign(canonical_json(checks.statement(
+                image_name, str(digest), predicate_type, doc)), self.chain.key)
+            state.files[name] = str(self.files.write_sealed(name, canonical_json(envelope)))
+        problems = []
+        if state.tests == checks.FAILED:
+            problems.append(checks.tests_failure(tests))
+        if state.gate == checks.FAILED:
+            problems.append(f"the gate failed: {state.gate_summary}")
+        if problems:
+            raise checks.ChecksFailed("; ".join(problems) + "; nothing was published")
+        log.write(f"checks: tests {state.tests}, gate {state.gate}")
+
     def _publish(self, recipe: Recipe, digest: Digest, layout: Path,
                  envelope: dict[str, Any]) -> Outcome:
-        """Push the image, then its attestation, SBOMs and signature (cosign's tag scheme)."""
+        """Push the image by digest, then its attestations, SBOMs, gate reports and signatures
+        (cosign's tag scheme), and only then move the tag: a tag never names an image whose
+        attachments are missing, and a failure on the way leaves the tag where it was."""
         from alicorn.chain.gpgsign import GpgKeyRing, default_lookaside_dir, sign_manifest
         from alicorn.chain.sigstore import sign_image
-        from alicorn.digest import canonical_json
 
         self.monitor.step("publish")
         log = self.publish_log
         registry = Registry(self.settings)
-        ref = registry.push(layout, recipe.name, recipe.tag, digest, log=log)
+        ref = registry.push(layout, recipe.name, recipe.tag, digest, log=log, move_tag=False)
         client = RegistryClient(self.settings.registry)
         # One attestation per build: a rebuild of the same image adds its own, and the
         # earlier builds' stay verifiable.  (The SBOMs of one image are the same bytes.)
-        attach.append(client, recipe.name, digest, attach.ATT, [
-            (canonical_json(envelope), attach.MEDIA_DSSE,
-             {"predicateType": "https://slsa.dev/provenance/v1"})])
+        attestations = [(canonical_json(envelope), attach.MEDIA_DSSE,
+                         {"predicateType": "https://slsa.dev/provenance/v1"})]
+        for name, predicate_type in ((TESTS_ATTESTATION, checks.TESTS_PREDICATE),
+                                     (GATE_ATTESTATION, checks.GATE_PREDICATE)):
+            if self.files.path(name).exists():
+                attestations.append((self.files.read(name), attach.MEDIA_DSSE,
+                                     {"predicateType": predicate_type}))
+        attach.append(client, recipe.name, digest, attach.ATT, attestations)
         attach.attach(client, recipe.name, digest, attach.SBOM, [
             (self.files.read(SPDX), attach.MEDIA_SPDX_JSON, {}),
             (self.files.read(CYCLONEDX), attach.MEDIA_CYCLONEDX_JSON, {})])
-        signature = sign_image(client, recipe.name, recipe.tag, digest, self.chain.key)
+        if self._checks is not None and GATE in self._checks.files:
+            reports = [(self.files.read(GATE), attach.MEDIA_GATE_JSON,
+                        {attach.ANNOTATION_TITLE: GATE})]
+            for name, path in checks.gate_reports(self.files, self._checks):
+                media_type = attach.gate_media_type(name)
+                if media_type is None:
+                    log.write(f"{name} is not JSON, XML or HTML: kept in the build only")
+                    continue
+                reports.append((path.read_bytes(), media_type, {attach.ANNOTATION_TITLE: name}))
+            attach.append(client, recipe.name, digest, attach.GATE, reports)
+        signature = sign_image(client, recipe.name, recipe.tag, digest, self.chain.key,
+                               tag_moved=False)
         # The signature podman on Debian checks: GPG simple signing in the lookaside store.
         gpg = sign_manifest((layout / "blobs" / "sha256" / digest.hex).read_bytes(),
                             signature.identity, keyring=GpgKeyRing(self.settings.keys_dir),
                             lookaside_dir=default_lookaside_dir(self.settings.home,
                                                                 self.settings.registry),
                             repo_name=recipe.name, manifest_digest=digest, log=log)
-        log.write(f"published {ref}; attestation, SBOMs and signatures ({signature.identity}: "
-                  f"sigstore by key {signature.key_id[:16]}, GPG {gpg.name}) attached")
+        # Last: the tag.  Until here whoever pulls recipe.name:recipe.tag gets the image it
+        # replaces.
+        registry.move_tag(layout, recipe.name, recipe.tag, digest, log=log)
+        log.write(f"published {ref}; attestations, SBOMs, gate reports and signatures "
+                  f"({signature.identity}: sigstore by key {signature.key_id[:16]}, GPG "
+                  f"{gpg.name}) attached before the tag moved")
         return Outcome(DONE, digest=str(digest), image=ref)

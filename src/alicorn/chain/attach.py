@@ -23,19 +23,28 @@ from alicorn.registry.client import MEDIA_OCI_MANIFEST, RegistryClient
 SIG = ".sig"
 ATT = ".att"
 SBOM = ".sbom"
+# Alicorn's own kind: the security gate's results (gate.json) and its reports (OpenSCAP ARF
+# and HTML), for people and tools that want the evidence itself rather than a statement.
+GATE = ".gate"
 
 MEDIA_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 MEDIA_DSSE = "application/vnd.dsse.envelope.v1+json"
 MEDIA_SPDX_JSON = "text/spdx+json"
 MEDIA_CYCLONEDX_JSON = "application/vnd.cyclonedx+json"
+MEDIA_GATE_JSON = "application/vnd.alicorn.gate.v1+json"
+MEDIA_ARF_XML = "application/vnd.oscap.arf+xml"
+MEDIA_HTML = "text/html"
+MEDIA_JSON = "application/json"
+GATE_MEDIA_TYPES = (MEDIA_GATE_JSON, MEDIA_ARF_XML, MEDIA_HTML, MEDIA_JSON, "application/xml")
+ANNOTATION_TITLE = "org.opencontainers.image.title"
 
 ANNOTATION_SIGNATURE = "dev.cosignproject.cosign/signature"
 ANNOTATION_PREDICATE_TYPE = "predicateType"
 
 # containers/image reads at most 4 MiB per attachment layer (iolimits.MaxSignatureBodySize);
 # SBOMs of large images can be bigger, so they get more room.
-MAX_LAYER_BYTES = {SIG: 4 << 20, ATT: 4 << 20, SBOM: 64 << 20}
+MAX_LAYER_BYTES = {SIG: 4 << 20, ATT: 4 << 20, SBOM: 64 << 20, GATE: 64 << 20}
 MAX_LAYERS = 1000
 
 # go-containerregistry's zero time: what cosign's configs carry in "created" and "history".
@@ -176,6 +185,18 @@ def attachment_manifest(config: bytes, config_digest: Digest, layers: Sequence[L
     })
 
 
+def gate_media_type(name: str) -> str | None:
+    """The media type of a gate report by its file name (OpenSCAP's ARF, HTML, JSON); None
+    for a file of another kind, which is not attached."""
+    if name.endswith(".html"):
+        return MEDIA_HTML
+    if name.endswith(".json"):
+        return MEDIA_JSON
+    if name.endswith(".xml"):
+        return MEDIA_ARF_XML if "arf" in name.rsplit("/", 1)[-1].lower() else "application/xml"
+    return None
+
+
 def _go_json(value: Any) -> bytes:
     # Go's encoding/json: no spaces, fields in struct order, map keys sorted, UTF-8 as is.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
@@ -184,7 +205,7 @@ def _go_json(value: Any) -> bytes:
 def _suffix(suffix: str) -> str:
     s = suffix if suffix.startswith(".") else "." + suffix
     if s not in MAX_LAYER_BYTES:
-        raise ValueError(f"unknown attachment kind {suffix!r}: use .sig, .att or .sbom")
+        raise ValueError(f"unknown attachment kind {suffix!r}: use .sig, .att, .sbom or .gate")
     return s
 
 
@@ -207,6 +228,8 @@ def _check_layer(layer: Layer, suffix: str) -> Layer:
     elif suffix == SBOM and layer.media_type not in (MEDIA_SPDX_JSON, MEDIA_CYCLONEDX_JSON):
         problem = (f"an SBOM is {MEDIA_SPDX_JSON} or {MEDIA_CYCLONEDX_JSON}, "
                    f"not {layer.media_type}")
+    elif suffix == GATE and layer.media_type not in GATE_MEDIA_TYPES:
+        problem = f"a gate report is one of {', '.join(GATE_MEDIA_TYPES)}, not {layer.media_type}"
     if problem:
         raise RegistryError(f"cannot attach this {suffix} layer: {problem}")
     if len(layer.data) > MAX_LAYER_BYTES[suffix]:

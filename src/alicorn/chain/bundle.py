@@ -17,11 +17,16 @@ from alicorn.chain import dsse, provenance, sbom
 from alicorn.chain.keys import PinnedKeys, PublicKey
 from alicorn.chain.record import (
     BUILD_LOG,
+    CHECKS_LOG,
     CYCLONEDX,
+    GATE,
+    GATE_ATTESTATION,
     PROVENANCE,
     PUBLISH_LOG,
     RECORD,
     SPDX,
+    TESTS,
+    TESTS_ATTESTATION,
     BuildFiles,
     inputs_entry_of,
 )
@@ -32,7 +37,8 @@ from alicorn.errors import BadInput, Error
 from alicorn.store.models import BuildRow
 
 BUNDLE_TYPE = "alicorn.evidence-bundle/v1"
-_FILES = (BUILD_LOG, PUBLISH_LOG, SPDX, CYCLONEDX)
+_FILES = (BUILD_LOG, CHECKS_LOG, PUBLISH_LOG, SPDX, CYCLONEDX, TESTS, GATE, TESTS_ATTESTATION,
+          GATE_ATTESTATION)
 MAX_BUNDLE_BYTES = 256 << 20
 
 
@@ -112,6 +118,16 @@ def verify_bundle(raw: bytes, pinned: PinnedKeys | None) -> tuple[Report, list[s
             report.add("build log", False, f"{name} hashes to {got}, the record names {want}")
             return report, notes
     report.add("build log", True, "the logs hash to the digests the record names")
+    # The tests' and the gate's results (the gate's own reports stay out of the bundle).
+    sealed = (record.get("checks") or {}).get("files") or {}
+    for name in (TESTS, GATE, TESTS_ATTESTATION, GATE_ATTESTATION):
+        if name in sealed and str(Digest.of_bytes(files.get(name, b""))) != sealed[name]:
+            report.add("checks", False, f"{name} is not the one the record names")
+            return report, notes
+    if sealed:
+        report.add("checks", True, f"tests {record['checks'].get('tests')}, gate "
+                                   f"{record['checks'].get('gate')}: the results the record "
+                                   "names")
     if record["state"] != "done":
         return report, notes
     try:

@@ -1,9 +1,9 @@
 """SLSA v1 provenance: an in-toto Statement v1 about the image, signed in a DSSE envelope.
 
 The statement names the image (subject), everything the build consumed (resolvedDependencies:
-the commit, the recipe, each repository's metadata, every package with its purl and checksum),
-how it was asked for (externalParameters: the exact argv, source and recipe) and what it left
-besides the image (byproducts: the build log and the SBOMs).
+the commit, the recipe, a layered image's base image, each repository's metadata, every package
+with its purl and checksum), how it was asked for (externalParameters: the exact argv, source
+and recipe) and what it left besides the image (byproducts: the build log and the SBOMs).
 """
 
 from __future__ import annotations
@@ -33,13 +33,24 @@ def statement(*, image_name: str, image_digest: str, build_id: str, builder_id: 
               builder_version: str, argv: list[str], source: dict[str, Any],
               recipe: dict[str, Any], inputs: dict[str, Any], packages: list[dict[str, Any]],
               byproducts: dict[str, str], started: datetime | None,
-              finished: datetime | None, inputs_entry: int | None) -> dict[str, Any]:
-    """The in-toto statement for one image (plain data, ready for canonical JSON)."""
+              finished: datetime | None, inputs_entry: int | None,
+              trigger: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The in-toto statement for one image (plain data, ready for canonical JSON).
+
+    ``trigger`` says why the rebuild service asked for the build (advisories, events, the
+    image it replaces); it is how the build was asked for, not what it consumed, so it is an
+    external parameter and stays out of the input key."""
     deps: list[dict[str, Any]] = []
     if source.get("commit"):
         deps.append({"name": "source", "uri": f"git+{source['url']}@{source.get('ref')}",
                      "digest": {"gitCommit": source["commit"]}})
     deps.append({"name": "recipe", "uri": recipe["path"], "digest": _sha(recipe["digest"])})
+    base = inputs.get("base")
+    if base:
+        # A layered image: the image it was built on, where this one is published.
+        registry = image_name.split("/", 1)[0]
+        deps.append({"name": "base-image", "uri": f"{registry}/{base['name']}@{base['digest']}",
+                     "digest": _sha(base["digest"])})
     for repo in inputs.get("repositories", []):
         deps.append({"name": f"repository:{repo['name']}", "uri": repo["url"],
                      "digest": _sha(repo["metadata"])})
@@ -62,6 +73,10 @@ def statement(*, image_name: str, image_digest: str, build_id: str, builder_id: 
     }
     if inputs_entry is not None:
         internal["inputsLogEntry"] = inputs_entry
+    external: dict[str, Any] = {"argv": argv, "source": source,
+                                "recipe": {"path": recipe["path"], "digest": recipe["digest"]}}
+    if trigger is not None:
+        external["trigger"] = trigger
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": image_name, "digest": _sha(image_digest)}],
@@ -69,9 +84,7 @@ def statement(*, image_name: str, image_digest: str, build_id: str, builder_id: 
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
-                "externalParameters": {"argv": argv, "source": source,
-                                       "recipe": {"path": recipe["path"],
-                                                  "digest": recipe["digest"]}},
+                "externalParameters": external,
                 "internalParameters": internal,
                 "resolvedDependencies": deps,
             },

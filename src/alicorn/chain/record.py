@@ -26,6 +26,15 @@ SPDX = "sbom.spdx.json"
 CYCLONEDX = "sbom.cdx.json"
 BUILD_LOG = "build.log"
 PUBLISH_LOG = "publish.log"
+# The checks run on the candidate image before it is published: their log (the build log has
+# ended by then), the tests' and the gate's results, the gate's reports (ARF, HTML) under
+# GATE_DIR, and the signed in-toto statements about both that are attached to the image.
+CHECKS_LOG = "checks.log"
+TESTS = "tests.json"
+GATE = "gate.json"
+GATE_DIR = "gate"
+TESTS_ATTESTATION = "tests.dsse.json"
+GATE_ATTESTATION = "gate.dsse.json"
 
 
 class RecordError(Error):

@@ -78,12 +78,14 @@ def statement_for(*, image_name: str, digest: Digest, build_id: str, builder: st
                   recipe: dict[str, Any], inputs: dict[str, Any], key: str,
                   packages: list[Package], byproducts: dict[str, str],
                   started: datetime | None, finished: datetime | None,
-                  inputs_index: int | None) -> dict[str, Any]:
+                  inputs_index: int | None,
+                  trigger: dict[str, Any] | None = None) -> dict[str, Any]:
     return provenance.statement(
         image_name=image_name, image_digest=str(digest), build_id=build_id,
         builder_id=builder, builder_version=version, argv=argv, source=source, recipe=recipe,
         inputs={**inputs, "key": key}, packages=[package_json(p) for p in packages],
-        byproducts=byproducts, started=started, finished=finished, inputs_entry=inputs_index)
+        byproducts=byproducts, started=started, finished=finished, inputs_entry=inputs_index,
+        trigger=trigger)
 
 
 def package_json(p: Package) -> dict[str, Any]:

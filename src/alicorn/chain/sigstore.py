@@ -113,20 +113,27 @@ def signature_layer(payload: bytes, key: SigningKey) -> Layer:
 
 
 def sign_image(client: RegistryClient, name: str, tag: str, image_digest: Digest,
-               key: SigningKey) -> ImageSignature:
+               key: SigningKey, *, tag_moved: bool = True) -> ImageSignature:
     """Sign ``<registry>/name:tag`` (which must be ``image_digest``) with ``key`` and add the
     signature to the image's ``.sig`` attachment, keeping the signatures already there.
 
     Signing the same image under the same name with the same key again changes nothing.
+    ``tag_moved=False``: the image is pushed by digest and the tag moves to it only after
+    signing (a publisher that moves the tag last); then ``name@image_digest`` must exist.
     """
-    held = client.get_manifest(name, tag)
-    if held is None:
-        raise RegistryError(f"{client.addr}/{name}:{tag} does not exist; nothing to sign",
-                            hint="push the image before signing it")
-    if held[2] != image_digest:
-        raise SignatureError(f"{client.addr}/{name}:{tag} is {held[2]}, not {image_digest}; "
-                             "refusing to sign a tag that names another image",
-                             hint="another push moved the tag: build and publish again")
+    if tag_moved:
+        held = client.get_manifest(name, tag)
+        if held is None:
+            raise RegistryError(f"{client.addr}/{name}:{tag} does not exist; nothing to sign",
+                                hint="push the image before signing it")
+        if held[2] != image_digest:
+            raise SignatureError(f"{client.addr}/{name}:{tag} is {held[2]}, not "
+                                 f"{image_digest}; refusing to sign a tag that names another "
+                                 "image", hint="another push moved the tag: build and publish "
+                                               "again")
+    elif client.get_manifest(name, str(image_digest)) is None:
+        raise RegistryError(f"{client.addr}/{name}@{image_digest} does not exist; nothing to "
+                            "sign", hint="push the image before signing it")
     identity = docker_reference(client.addr, name, tag)
     payload = signature_payload(identity, image_digest)
     existing = fetch_attachment(client, name, image_digest, SIG)

@@ -4,6 +4,7 @@ The chain, from the image back:
 
     image (manifest, config, layers)  ←  provenance (signed, names the image and the byproducts)
     ←  build log, SBOMs  ←  sealed record  ←  transparency log (signed heads, proofs)
+    tests, gate results and their signed statements  ←  sealed record
     database row  ↔  sealed record          registry  ↔  local image, signature, attachments
 
 Each link is one :class:`Check`; the first that fails is the broken link.  Everything but the
@@ -24,11 +25,16 @@ from alicorn.chain import dsse, provenance, sbom
 from alicorn.chain.keys import KeyRing
 from alicorn.chain.record import (
     BUILD_LOG,
+    CHECKS_LOG,
     CYCLONEDX,
+    GATE,
+    GATE_ATTESTATION,
     PROVENANCE,
     PUBLISH_LOG,
     RECORD,
     SPDX,
+    TESTS,
+    TESTS_ATTESTATION,
     BuildFiles,
     inputs_entry_of,
 )
@@ -89,7 +95,8 @@ class Verifier:
         files = BuildFiles(self.settings.build_dir(row.id))
         steps = [("record", self._record), ("transparency log", self._log),
                  ("database", self._database), ("provenance", self._provenance),
-                 ("build log", self._byproducts), ("image", self._image),
+                 ("build log", self._byproducts), ("checks", self._checks),
+                 ("image", self._image),
                  ("registry", self._registry)]
         state: dict[str, Any] = {}
         for link, step in steps:
@@ -170,6 +177,9 @@ class Verifier:
             ("inputs", row.inputs, r["inputs"]),
             ("packages", db_packages, rec_packages),
             ("build log digest", row.log_digest, r["logs"].get(BUILD_LOG)),
+            ("trigger", row.trigger, r.get("trigger")),
+            ("checks", row.checks, {k: v for k, v in r["checks"].items() if k != "files"}
+             if r.get("checks") else None),
         ]
         for name, db, sealed in pairs:
             if db != sealed:
@@ -209,6 +219,11 @@ class Verifier:
             report.add("provenance", False, "the provenance's argv, recipe or commit differ "
                                             "from the sealed record's")
             raise _Broken
+        if params.get("trigger") != r.get("trigger"):
+            report.add("provenance", False, "the provenance's trigger (the advisories and the "
+                                            "image it replaces) differs from the sealed "
+                                            "record's")
+            raise _Broken
         state["byproducts"] = provenance.byproduct_digests(stmt)
         report.add("provenance", True, f"signed by key {verified.key_id[:16]}…, names "
                                        f"{subject}")
@@ -220,7 +235,7 @@ class Verifier:
         if r is None:
             raise _Broken
         # The logs are sealed for every build, failed ones too.
-        for name in (BUILD_LOG, PUBLISH_LOG):
+        for name in (BUILD_LOG, CHECKS_LOG, PUBLISH_LOG):
             want = r["logs"].get(name)
             if want is None:
                 continue
@@ -249,6 +264,39 @@ class Verifier:
                 report.add("SBOM", False, f"{name} lists other packages than the record")
                 raise _Broken
         report.add("SBOM", True, f"SPDX and CycloneDX list the {len(expected)} recorded packages")
+
+    # -- the checks before publishing ------------------------------------------------------
+    def _checks(self, row: BuildRow, files: BuildFiles, report: Report,
+                state: dict[str, Any]) -> None:
+        """The tests' and the gate's results and reports are the sealed ones, and their
+        signed statements are about this image and say what the results say."""
+        r = state.get("record")
+        sealed = (r.get("checks") or {}).get("files") if r is not None else None
+        if not sealed:
+            raise _Broken  # a build from before the checks, or one that never reached them
+        for name, want in sorted(sealed.items()):
+            got = str(files.digest(name))
+            if got != want:
+                report.add("checks", False, f"{name} hashes to {got}, but the sealed record "
+                                            f"names {want}: the results were altered")
+                raise _Broken
+        for name, result in ((TESTS_ATTESTATION, TESTS), (GATE_ATTESTATION, GATE)):
+            if name not in sealed:
+                continue
+            verified = dsse.verify(json.loads(files.read(name)), self.keys)
+            stmt = verified.json()
+            if provenance.subject_digest(stmt) != row.digest or \
+                    canonical_json(stmt.get("predicate")) != \
+                    canonical_json(json.loads(files.read(result))):
+                report.add("checks", False, f"{name} is not a statement of {result} about "
+                                            f"{row.digest}")
+                raise _Broken
+        c = r["checks"] if r is not None else {}
+        report.add("checks", True, f"tests {c.get('tests')}, gate {c.get('gate')}"
+                                   + (f", fixed {c['fixed']}" if c.get("fixed") else "")
+                                   + f": {len(sealed)} result files as sealed, statements "
+                                     "signed")
+        state["check_files"] = sealed
 
     # -- the image -------------------------------------------------------------------------
     def _image(self, row: BuildRow, files: BuildFiles, report: Report,
@@ -316,6 +364,18 @@ class Verifier:
         if boms != {files.read(SPDX), files.read(CYCLONEDX)}:
             report.add("registry", False, "the SBOMs in the registry are not the sealed ones")
             raise _Broken
+        sealed = state.get("check_files") or {}
+        for each in (TESTS_ATTESTATION, GATE_ATTESTATION):
+            if each in sealed and not any(layer.data == files.read(each) for layer in att):
+                report.add("registry", False, f"the registry's attestations lack the sealed "
+                                              f"{each}")
+                raise _Broken
+        if GATE in sealed:
+            gate = attach.fetch_attachment(client, name, digest, attach.GATE)
+            if not any(layer.data == files.read(GATE) for layer in gate):
+                report.add("registry", False, "the registry's .gate attachment lacks the "
+                                              f"sealed {GATE}")
+                raise _Broken
         from alicorn.chain.gpgsign import (
             GpgKeyRing,
             default_lookaside_dir,
@@ -326,7 +386,9 @@ class Verifier:
             pubring=GpgKeyRing(self.settings.keys_dir).pubring)
         report.add("registry", True, f"{addr}/{name}@{digest}: sigstore signature by key "
                                      f"{key_id[:16]}…, GPG signature by {gpg.fingerprint[-16:]}, "
-                                     "attestation and SBOMs match")
+                                     "attestations, SBOMs"
+                                     + (" and gate results" if GATE in sealed else "")
+                                     + " match")
 
 
 def _blob(blobs: Path, digest: Digest, what: str) -> bytes:

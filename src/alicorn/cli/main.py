@@ -74,14 +74,17 @@ def _looks_like_git(source: str) -> bool:
               help="Progress as JSON lines; the last line is the result object.")
 @click.option("--no-cache", is_flag=True, help="Compose again even when the inputs are unchanged.")
 @click.option("--no-push", is_flag=True, help="Keep the image in the local store only.")
+@click.option("--skip-checks", is_flag=True,
+              help="Do not run the recipe's tests and the security gate before publishing "
+                   "(recorded as skipped; for development).")
 @click.option("--no-wait", is_flag=True, help="Queue the build and print its id.")
 @click.option("--source-date-epoch", type=int,
               help="Clamp every time in the image to this (default: the commit's time, or 0).")
 @click.option("--compression-level", type=click.IntRange(1, 9), default=1, show_default=True)
 @click.option("--timeout", type=float, help="Stop waiting after this many seconds.")
 def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, no_cache: bool,
-          no_push: bool, no_wait: bool, source_date_epoch: int | None, compression_level: int,
-          timeout: float | None) -> None:
+          no_push: bool, skip_checks: bool, no_wait: bool, source_date_epoch: int | None,
+          compression_level: int, timeout: float | None) -> None:
     """Build an image from RECIPE_FILE, or from GIT_URL --ref REF --recipe PATH_IN_REPO.
 
     The build runs in the local worker; this command shows its progress and waits for it.
@@ -92,6 +95,8 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
     settings = _settings()
     options: dict[str, Any] = {"no_cache": no_cache, "no_push": no_push,
                                "compression_level": compression_level}
+    if skip_checks:
+        options["skip_checks"] = True
     if source_date_epoch is not None:
         options["source_date_epoch"] = source_date_epoch
     argv = ["alicorn", *sys.argv[1:]]
@@ -138,7 +143,9 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
         out.print(f"[green]done[/] {final.id}\n  digest {final.digest}\n  image  "
                   f"{final.image_ref or '(not pushed)'}"
                   + (f"\n  reused the image of build {final.cached_from} (inputs unchanged)"
-                     if final.cached_from else ""), highlight=False)
+                     if final.cached_from else "")
+                  + (f"\n  checks tests {final.checks.get('tests')}, gate "
+                     f"{final.checks.get('gate')}" if final.checks else ""), highlight=False)
     else:
         err.print(f"[red]{final.state}[/] {final.id}: {final.error}\n  log: "
                   f"{result['log']}", highlight=False)
@@ -233,6 +240,8 @@ def trace(ident: str, as_json: bool, show_log: bool, offline: bool,
                              "record_digest": row.record_digest},
         "verified": report.verified,
         "checks": [vars(c) for c in report.checks],
+        "trigger": row.trigger,
+        "build_checks": row.checks,
     }
     if as_json:
         print(json.dumps(data, sort_keys=True))
@@ -353,7 +362,9 @@ def _rebuild(settings: Settings, row: Any) -> tuple[bool, str]:
         args += [row.source_url, "--ref", row.source_commit, "--recipe", row.recipe_path]
     else:
         args += [row.recipe_path]
-    args += ["--no-cache", "--no-push", "--json", "--compression-level", str(level)]
+    # Only the bits are compared: the rebuild's tests and gate would say nothing about them.
+    args += ["--no-cache", "--no-push", "--skip-checks", "--json", "--compression-level",
+             str(level)]
     if epoch is not None:
         args += ["--source-date-epoch", str(epoch)]
     proc = subprocess.run(args, capture_output=True, text=True)
@@ -507,6 +518,21 @@ def show(ident: str, as_json: bool) -> None:
         out.print(f"{'source':12} {row.source_url} {row.source_ref} → {row.source_commit}",
                   highlight=False)
     out.print(f"{'packages':12} {len(row.packages)}")
+    if row.trigger:
+        trig = row.trigger
+        out.print(f"{'trigger':12} advisories {', '.join(trig.get('advisories') or []) or '-'}"
+                  f"; replaces {trig.get('previous_digest') or '-'}", highlight=False)
+    if row.checks:
+        c = row.checks
+        out.print(f"{'checks':12} fixed {c.get('fixed') or '-'}, tests {c.get('tests') or '-'}, "
+                  f"gate {c.get('gate') or '-'}", highlight=False)
+        for t in c.get("tests_detail") or []:
+            out.print(f"{'':12} test {'pass' if t['passed'] else 'FAIL'} {t['name']}: "
+                      f"{t['detail']}", highlight=False)
+        if c.get("gate_summary"):
+            out.print(f"{'':12} gate: {c['gate_summary']}", highlight=False)
+        if c.get("fixed_detail"):
+            out.print(f"{'':12} fixed: {c['fixed_detail']}", highlight=False)
 
 
 @cli.command()
@@ -728,9 +754,14 @@ def demo(port: int | None, example: Path | None) -> None:
 def _register() -> None:
     # Command groups that live in their own modules (one per area of the command line).
     from alicorn.cli.advisories import advisories
+    from alicorn.cli.events import events
     from alicorn.cli.scan import scan
     cli.add_command(advisories)
+    cli.add_command(events)
     cli.add_command(scan)
+    from alicorn.cli.serve import serve, watch  # the rebuild service (alicorn.events)
+    cli.add_command(serve)
+    cli.add_command(watch)
 
 
 _register()

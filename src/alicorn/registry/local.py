@@ -134,8 +134,14 @@ class Registry:
             raise RegistryError(f"the registry {self.addr} is not reachable: {e}") from e
 
     def push(self, layout: Path, name: str, tag: str, digest: Digest, *,
-             log: BuildLog | None = None) -> str:
-        """Copy the image in ``layout`` to ``name:tag``; returns ``addr/name@digest``."""
+             log: BuildLog | None = None, move_tag: bool = True) -> str:
+        """Copy the image in ``layout`` to ``name:tag``; returns ``addr/name@digest``.
+
+        ``move_tag=False`` pushes the blobs and the manifest by digest only: ``name:tag``
+        still names what it named before, until :meth:`move_tag` moves it (a publisher that
+        attaches signatures and attestations first, so that the tag never names an image
+        without them).
+        """
         skopeo = which("skopeo")
         if not self.is_up():
             if self.settings.registry_managed:
@@ -143,7 +149,7 @@ class Registry:
             else:
                 raise RegistryError(f"the registry {self.addr} is down; nothing was published",
                                     hint="start the registry and build again")
-        dest = f"{self.addr}/{name}:{tag}"
+        dest = f"{self.addr}/{name}:{tag}" if move_tag else f"{self.addr}/{name}@{digest}"
         try:
             run([skopeo, "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
                  f"oci:{layout}:{tag}", f"docker://{dest}"], log=log, what="skopeo copy",
@@ -151,10 +157,32 @@ class Registry:
         except ToolError as e:
             raise RegistryError(f"pushing to {dest} failed: {e.message}",
                                 hint="check that the registry is up and has free space") from e
-        held = self.manifest_digest(name, tag)
+        held = self.manifest_digest(name, tag if move_tag else str(digest))
         if held != digest:
             raise RegistryError(f"the registry holds {held} for {dest}, not {digest}")
         return f"{self.addr}/{name}@{digest}"
+
+    def move_tag(self, layout: Path, name: str, tag: str, digest: Digest, *,
+                 log: BuildLog | None = None) -> None:
+        """Point ``name:tag`` at ``digest``, which :meth:`push` already pushed by digest: one
+        manifest PUT, the last step of publishing."""
+        from alicorn.registry.client import RegistryClient
+
+        blob = layout / "blobs" / "sha256" / digest.hex
+        try:
+            manifest = blob.read_bytes()
+            media_type = str(json.loads(manifest).get("mediaType") or "")
+        except (OSError, ValueError, AttributeError) as e:
+            raise RegistryError(f"the manifest {digest} in {layout} is unreadable: {e}") from e
+        if Digest.of_bytes(manifest) != digest:
+            raise RegistryError(f"the manifest in {blob} does not hash to {digest}")
+        if log is not None:
+            log.write(f"moving {self.addr}/{name}:{tag} to {digest}")
+        RegistryClient(self.addr).push_manifest(name, tag, manifest, media_type)
+        held = self.manifest_digest(name, tag)
+        if held != digest:
+            raise RegistryError(f"the registry holds {held} for {self.addr}/{name}:{tag}, "
+                                f"not {digest}")
 
     def catalog(self) -> list[str]:
         try:
