@@ -83,7 +83,7 @@ def test_trace_reaches_every_input_from_the_digest_alone(home: Cli,
     assert "pony-filesystem" in trace["recipe"]["content"]
     assert {p["name"]: (p["version"], p["type"]) for p in trace["packages"]} == {
         "busybox": ("1.35.0-1.fc40", "rpm"), "pony-content": ("1.0-1.fc40", "rpm"),
-        "pony-filesystem": ("3.18-1.fc40", "rpm")}
+        "pony-filesystem": ("3.18-1.fc40", "rpm"), "fedora-release-pony": ("3.18-1.fc40", "rpm")}
     log = Path(trace["log"]["path"]).read_bytes()
     import hashlib
     assert trace["log"]["digest"] == "sha256:" + hashlib.sha256(log).hexdigest()
