@@ -309,6 +309,12 @@ def _build(text: str, data: dict[str, Any], lines: dict[Path_, int], file: str,
         if t.http is not None and t.http.port is None and not ports and base is None:
             raise err("an HTTP test needs a port, or the recipe needs ports", ("tests", i, "http"))
 
+    if data.get("gate") is not None:
+        # Checked now, not when the gate runs after the image is built: a gate naming a
+        # tailoring file that is not there fails when the recipe is read.
+        from alicorn.gate.spec import parse_gate
+        parse_gate(data["gate"], file=file, base_dir=base_dir)
+
     return Recipe(
         file=file, text=text, data=data, base_dir=base_dir,
         name=data["name"], tag=data.get("tag", "latest"),
