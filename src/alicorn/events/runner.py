@@ -60,7 +60,7 @@ from alicorn.events.model import (
     Plan,
 )
 from alicorn.events.planner import plan
-from alicorn.events.store import EventKey, EventStore
+from alicorn.events.store import EventKey, EventStore, parents_first
 from alicorn.inventory.model import Inventory
 from alicorn.match.affected import _distro, package_from_row
 from alicorn.match.index import AdvisoryIndex
@@ -304,7 +304,7 @@ def _submit(events: EventStore, builds: BuildStore, report: TickReport) -> None:
     parent_ids = {r.parent_id for r in planned if r.parent_id}
     parents = {r.id: r for r in events.rebuilds(ids=parent_ids)} if parent_ids else {}
     linked = events.events_of([r.id for r in planned])
-    for rebuild in _parents_first(planned):
+    for rebuild in parents_first(planned):
         parent = parents.get(rebuild.parent_id or "")
         if parent is not None and parent.state in (FAILED, SKIPPED):
             with events.transaction() as s:
@@ -347,20 +347,6 @@ def _submit(events: EventStore, builds: BuildStore, report: TickReport) -> None:
                              session=s)
         report.submitted += 1
         report.say(f"{rebuild.image}: build {build.id} submitted (attempt {attempt})")
-
-
-def _parents_first(rebuilds: Sequence[RebuildRow]) -> list[RebuildRow]:
-    by_id = {r.id: r for r in rebuilds}
-
-    def depth(r: RebuildRow) -> int:
-        d, seen = 0, {r.id}
-        while r.parent_id in by_id and r.parent_id not in seen:
-            seen.add(r.parent_id)
-            r = by_id[r.parent_id]
-            d += 1
-        return d
-
-    return sorted(rebuilds, key=lambda r: (depth(r), r.created_at, r.id))
 
 
 def _submission(builds: BuildStore, rebuild: RebuildRow, parent: RebuildRow | None,
@@ -521,7 +507,7 @@ def _settle(events: EventStore, report: TickReport) -> None:
             changes.append((e.id, FAILED, reason))
             report.say(f"event {e.id} ({e.advisory_id}) failed: {reason}")
         else:
-            done = [r.image for r in _parents_first(rebuilds) if r.state == DONE]
+            done = [r.image for r in parents_first(rebuilds) if r.state == DONE]
             changes.append((e.id, DONE, f"rebuilt {', '.join(done)}"))
             report.say(f"event {e.id} ({e.advisory_id}) done: rebuilt {', '.join(done)}")
     events.set_states(changes, only_from=[PLANNED, BUILDING])

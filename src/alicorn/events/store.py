@@ -455,7 +455,7 @@ def _stamp(value: Any) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
-def _order(rebuilds: Sequence[RebuildRow]) -> list[RebuildRow]:
+def parents_first(rebuilds: Sequence[RebuildRow]) -> list[RebuildRow]:
     """Parents before children, else by creation."""
     by_id = {r.id: r for r in rebuilds}
 
@@ -484,6 +484,6 @@ def _event_json(event: EventRow, rebuilds: Sequence[RebuildRow],
             "tests": r.tests, "gate": r.gate, "build_id": r.build_id, "attempt": r.attempt,
             "parent": parents.get(r.parent_id) if r.parent_id else None,
             "advisories": list(r.advisories or []), "reason": r.reason,
-        } for r in _order(rebuilds)],
+        } for r in parents_first(rebuilds)],
     }
 

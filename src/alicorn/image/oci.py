@@ -61,6 +61,22 @@ def image_config(recipe: Recipe, layers: list[LayerInfo], epoch: int) -> dict[st
         "Env": [f"{k}={v}" for k, v in sorted(env.items())],
         "Labels": labels,
     }
+    _apply_settings(config, recipe)
+    created = rfc3339(epoch)
+    return {
+        "created": created,
+        "architecture": recipe.oci_architecture,
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in layers]},
+        "history": [{"created": created,
+                     "created_by": f"alicorn build (recipe {recipe.digest})"}],
+    }
+
+
+def _apply_settings(config: dict[str, Any], recipe: Recipe) -> None:
+    """Set the process settings the recipe gives (user, workdir, entrypoint, cmd, ports,
+    volumes, stop signal) in an OCI ``config`` object, replacing what it held."""
     if recipe.user:
         config["User"] = recipe.user
     if recipe.workdir:
@@ -75,16 +91,6 @@ def image_config(recipe: Recipe, layers: list[LayerInfo], epoch: int) -> dict[st
         config["Volumes"] = {v: {} for v in sorted(recipe.volumes)}
     if recipe.stop_signal:
         config["StopSignal"] = recipe.stop_signal
-    created = rfc3339(epoch)
-    return {
-        "created": created,
-        "architecture": recipe.oci_architecture,
-        "os": "linux",
-        "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [str(layer.diff_id) for layer in layers]},
-        "history": [{"created": created,
-                     "created_by": f"alicorn build (recipe {recipe.digest})"}],
-    }
 
 
 def layered_config(recipe: Recipe, base: dict[str, Any], base_digest: Digest,
@@ -115,20 +121,7 @@ def layered_config(recipe: Recipe, base: dict[str, Any], base_digest: Digest,
         labels[LABEL_TESTS] = json.dumps(given["tests"], sort_keys=True)
     config = {**inherited, "Env": [f"{k}={v}" for k, v in sorted(env.items())],
               "Labels": labels}
-    if recipe.user:
-        config["User"] = recipe.user
-    if recipe.workdir:
-        config["WorkingDir"] = recipe.workdir
-    if recipe.entrypoint:
-        config["Entrypoint"] = list(recipe.entrypoint)
-    if recipe.cmd:
-        config["Cmd"] = list(recipe.cmd)
-    if recipe.ports:
-        config["ExposedPorts"] = {f"{p}/tcp": {} for p in sorted(recipe.ports)}
-    if recipe.volumes:
-        config["Volumes"] = {v: {} for v in sorted(recipe.volumes)}
-    if recipe.stop_signal:
-        config["StopSignal"] = recipe.stop_signal
+    _apply_settings(config, recipe)
     created = rfc3339(epoch)
     history = [*(base.get("history") or []),
                {"created": created,
