@@ -184,7 +184,7 @@ def test_sqlite_rpmdb_is_read_completely(fedora_root: Path) -> None:
     assert result.errors == ()
     # The same packages as the rpm CLI on the same database (less the signing key).
     cli = rpm_cli_nevras(fedora_root / DBPATH.lstrip("/"))
-    assert len(cli) == 10
+    assert len(cli) == 11
     assert _nevras(result.packages) == cli
     by_name = {p.name: p for p in result.packages}
     assert "gpg-pubkey" not in by_name
@@ -260,7 +260,7 @@ def test_absolute_symlink_to_var_lib_rpm_is_the_roots(tmp_path: Path, fedora_roo
     os.symlink("/var/lib/rpm", root / "usr/lib/sysimage/rpm")
     result = RpmdbSource().read(RootFS(root))
     assert result.errors == ()
-    assert len(result.packages) == 10
+    assert len(result.packages) == 11
     assert {p.path for p in result.packages} == {"var/lib/rpm"}
     # Without the root's var/lib/rpm the link dangles: the host's /var/lib/rpm is not read.
     shutil.rmtree(root / "var/lib/rpm")
@@ -299,7 +299,7 @@ def test_berkeley_db_rpmdb_is_read_with_bdb_ro(tmp_path: Path, fedora_root: Path
     result = RpmdbSource().read(RootFS(root))
     assert result.errors == ()
     cli = rpm_cli_nevras(root / "var/lib/rpm", "bdb_ro")
-    assert len(cli) == 10
+    assert len(cli) == 11
     assert _nevras(result.packages) == cli
     assert {p.path for p in result.packages} == {"var/lib/rpm"}
     assert "usr/bin/busybox" in result.owned_paths
@@ -355,9 +355,9 @@ def test_one_unparsable_header_is_an_error_the_rest_still_read(tmp_path: Path,
     con.close()
     result = RpmdbSource().read(RootFS(root))
     assert len(result.errors) == 1
-    assert "rpm read 10 of the 11 headers" in result.errors[0]
+    assert "rpm read 11 of the 12 headers" in result.errors[0]
     assert "skipping h#" in result.errors[0]
-    assert len(result.packages) == 9     # 11 headers less the broken one and the signing key
+    assert len(result.packages) == 10    # 12 headers less the broken one and the signing key
 
 
 def _headers(dbpath: Path) -> list[tuple[int, bytes]]:
@@ -416,7 +416,7 @@ def test_ndb_with_a_broken_blob_is_an_error_the_rest_still_read(tmp_path: Path,
     assert len(result.errors) == 1
     assert result.errors[0].startswith(f"{DBPATH}: ndb Packages.db: header ")
     assert "adler32" in result.errors[0]
-    assert len(result.packages) == 9     # 11 headers less the broken one and the signing key
+    assert len(result.packages) == 10    # 12 headers less the broken one and the signing key
 
 
 def test_ndb_that_is_garbage_is_an_error(tmp_path: Path) -> None:
