@@ -36,6 +36,8 @@ def add_files(recipe: Recipe, rootfs: Path) -> list[str]:
                 os.chmod(tmp, spec.mode if spec.mode is not None else 0o644)
                 os.replace(tmp, dest)
             os.lchown(dest, *spec.owner)
+            if spec.mode is not None and spec.mode & 0o6000:
+                os.chmod(dest, spec.mode)  # chown(2) cleared the setuid and setgid bits
         except OSError as e:
             raise ComposeError(f"files: cannot write {spec.path}: {e.strerror}",
                                where=recipe.file) from e

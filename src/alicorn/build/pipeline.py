@@ -431,7 +431,8 @@ class Build:
         if state.tests == checks.FAILED:
             problems.append(checks.tests_failure(tests))
         if state.gate == checks.FAILED:
-            problems.append(f"the gate failed: {state.gate_summary}")
+            why = (state.gate_summary or "").removeprefix("failed: ")
+            problems.append(f"the gate failed: {why}")
         if problems:
             raise checks.ChecksFailed("; ".join(problems) + "; nothing was published")
         log.write(f"checks: tests {state.tests}, gate {state.gate}")

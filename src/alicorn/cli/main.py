@@ -185,8 +185,9 @@ def _build_for(settings: Settings, ident: str) -> Any:
         if "@" in ident:
             ident = ident.rsplit("@", 1)[1]
         else:
-            addr, name, tag = split_reference(ident)
-            got = RegistryClient(addr).get_manifest(str(name), tag or "latest")
+            repository, tag, _ = split_reference(ident)
+            addr, _, name = repository.partition("/")
+            got = RegistryClient(addr).get_manifest(name, tag or "latest")
             if got is None:
                 raise BadInput(f"{ident} is not in its registry")
             ident = str(got[2])
@@ -254,6 +255,13 @@ def trace(ident: str, as_json: bool, show_log: bool, offline: bool,
             out.print(f"source     {row.source_url} {row.source_ref} → commit "
                       f"{row.source_commit}", highlight=False)
         out.print(f"recipe     {row.recipe_path} ({row.recipe_digest})", highlight=False)
+        if row.trigger:
+            out.print(f"trigger    advisories "
+                      f"{', '.join(row.trigger.get('advisories') or []) or '-'}; replaces "
+                      f"{row.trigger.get('previous_digest') or '-'}", highlight=False)
+        base = (row.inputs or {}).get("base")
+        if isinstance(base, dict):
+            out.print(f"base       {base.get('name')} {base.get('digest')}", highlight=False)
         for repo in (row.inputs or {}).get("repositories", []):
             out.print(f"repository {repo['name']} {repo['url']} ({repo['metadata']})",
                       highlight=False)
@@ -490,6 +498,25 @@ def list_builds(as_json: bool, limit: int) -> None:
     out.print(table)
 
 
+def _gate_problems(build_dir: Path, most: int = 5) -> list[tuple[str, str]]:
+    """What each failed check of the build's gate found (its first few problems)."""
+    from alicorn.chain.record import GATE
+
+    try:
+        doc = json.loads((build_dir / GATE).read_text(encoding="utf-8"))
+        checks = [c for c in doc.get("checks") or [] if c.get("passed") is False]
+        found = []
+        for check in checks:
+            problems = [str(p) for p in check.get("problems") or []]
+            found += [(str(check["name"]), p) for p in problems[:most]]
+            if len(problems) > most:
+                found.append((str(check["name"]), f"… and {len(problems) - most} more "
+                                                  f"(in {build_dir / GATE})"))
+        return found
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return []
+
+
 @cli.command()
 @click.argument("ident")
 @click.option("--json", "as_json", is_flag=True)
@@ -531,6 +558,8 @@ def show(ident: str, as_json: bool) -> None:
                       f"{t['detail']}", highlight=False)
         if c.get("gate_summary"):
             out.print(f"{'':12} gate: {c['gate_summary']}", highlight=False)
+        for name, problem in _gate_problems(settings.build_dir(row.id)):
+            out.print(f"{'':12}   {name}: {problem}", highlight=False)
         if c.get("fixed_detail"):
             out.print(f"{'':12} fixed: {c['fixed_detail']}", highlight=False)
 

@@ -128,7 +128,9 @@ class SourceReport:
     @property
     def news(self) -> bool:
         """Whether a log should say something about this source."""
-        return self.changed or self.new_error or self.recovered
+        # A source whose import keeps failing is "changed" at every look (its digest is not
+        # recorded, so the import is tried again): its error is news once, not at every look.
+        return (self.changed and self.error is None) or self.new_error or self.recovered
 
     def line(self) -> str:
         """One line for a log: what happened at this source."""

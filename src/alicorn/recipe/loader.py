@@ -166,10 +166,11 @@ def _validate(data: Any, lines: dict[Path_, int], file: str) -> None:
                                                                           lines) or 0))
     if not errors:
         return
-    first = errors[0]
+    first = _specific(errors[0])
     path: Path_ = tuple(first.absolute_path)
     message = _message(first)
-    if first.validator == "additionalProperties" and isinstance(first.instance, dict):
+    if first.validator == "additionalProperties" and isinstance(first.instance, dict) \
+            and isinstance(first.schema, dict):
         allowed = set(first.schema.get("properties", {}))
         extra = sorted(k for k in first.instance if k not in allowed)
         if extra:
@@ -183,11 +184,30 @@ def _validate(data: Any, lines: dict[Path_, int], file: str) -> None:
                       field=_dotted(path))
 
 
+def _specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """The problem inside a ``oneOf`` that the value evidently meant (a gate's unknown check,
+    an option of the wrong type, a misspelt key), else the ``oneOf`` error itself."""
+    if error.validator != "oneOf" or not error.context:
+        return error
+    deep: jsonschema.ValidationError = jsonschema.exceptions.best_match([error])
+    if len(deep.absolute_path) > len(error.absolute_path):
+        return deep
+    depth = len(error.absolute_path)
+    wrong_type = {c.schema_path[0] for c in error.context
+                  if c.validator == "type" and len(c.absolute_path) == depth}
+    fitting = [c for c in error.context if c.schema_path[0] not in wrong_type]
+    if fitting and len({c.schema_path[0] for c in fitting}) == 1:
+        best: jsonschema.ValidationError | None = jsonschema.exceptions.best_match(fitting)
+        return best or error
+    return error
+
+
 def _message(error: jsonschema.ValidationError) -> str:
     v = error.validator
     if v == "oneOf" and isinstance(error.schema, dict):
         alts: list[dict[str, Any]] = error.schema.get("oneOf", [])
-        keys = sorted({k for alt in alts for k in alt.get("required", [])})
+        keys = sorted({k for alt in alts for k in alt.get("required", [])}
+                      | {str(c) for alt in alts for c in alt.get("enum", [])})
         return f"needs exactly one of: {', '.join(keys)}"
     if v == "const" and isinstance(error.schema, dict):
         return f"must be {error.schema['const']!r}, not {error.instance!r}"
