@@ -70,3 +70,14 @@ def test_bad_input_exits_2(cli: Cli, home: Path) -> None:
     assert proc.returncode == 2 and "sleeping" in proc.stderr
     proc = cli("events", "--limit", "0")
     assert proc.returncode == 2
+
+
+def test_retry_takes_only_failed_events(cli: Cli, home: Path) -> None:
+    tick(load_settings(home))
+    listed = {e["advisory"]: e for e in json.loads(cli("events", "--json", check=True).stdout)}
+    skipped = listed["FEDORA-2024-zz"]
+    proc = cli("events", "retry", skipped["id"])
+    assert proc.returncode == 2
+    assert f"only failed events are retried: {skipped['id']} is skipped" in proc.stderr
+    proc = cli("events", "retry", "ffffffffffffffff")
+    assert proc.returncode == 2 and "ffffffffffffffff" in proc.stderr

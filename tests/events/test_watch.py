@@ -17,6 +17,8 @@ import pytest
 
 from alicorn.config import Settings, load_settings
 from alicorn.errors import BadInput, NotFound
+from alicorn.events.model import FAILED, NEW
+from alicorn.events.store import EventStore
 from alicorn.events.watch import BUILDS, FEED, RPM_REPO, USER, Watcher, classify
 from alicorn.store.builds import DONE, BuildStore, Submission
 from alicorn.store.db import session_factory
@@ -335,3 +337,29 @@ def test_debian_suites_of_an_image(settings: Settings) -> None:
     assert len(found) == report[sec_url].added
     assert all(any(x.name == "openssl" and x.ecosystem == "Debian:12" for x in a.affected)
                for a in found)
+
+
+def test_a_changed_repository_plans_again_what_lacked_its_fix(settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """The advisory came first (by hand), the rebuild failed for lack of the fixed version;
+    when the repository changes the event is new again, the other failed one stays."""
+    repo = build_repo(tmp_path / "repo", "1")
+    watcher = Watcher(settings)
+    watcher.add(str(repo))
+    watcher.poll()
+    watcher.add(str(build_repo(tmp_path / "mirror", "both")))   # the advisory, elsewhere
+    watcher.poll()
+    [event] = events(settings)
+    store = EventStore(settings.database_url)
+    store.set_state([event.id], FAILED, "pony-rpm: the repositories lack the fixed version: …")
+    assert store.get(event.id).state == FAILED
+
+    unchanged = watcher.poll()
+    assert unchanged.retried == ()              # nothing changed: nothing to retry
+    build_repo(repo, "both")                    # the update reaches the repository
+    report = watcher.poll()
+    assert report.retried == (event.id,)
+    again = store.get(event.id)
+    assert again.state == NEW
+    assert again.reason is not None and again.reason.startswith(
+        f"planned again: {repo.as_uri()} changed; before: pony-rpm: the repositories lack")

@@ -33,6 +33,7 @@ from alicorn.chain.record import GATE, GATE_DIR, TESTS, BuildFiles
 from alicorn.compose import Package
 from alicorn.digest import canonical_json
 from alicorn.errors import BadInput, Error
+from alicorn.events.model import MISSING_FIX
 from alicorn.proc import BuildLog
 from alicorn.recipe import Recipe
 from alicorn.store.builds import BuildStore
@@ -112,7 +113,7 @@ def check_fixed(database_url: str, advisory_ids: Sequence[str], packages: Sequen
         fix = f"fixes it in {f.fixed_version}" if f.fixed_version else "has no fix yet"
         reasons.append(f"{f.package.name} {f.package.version} is installed, "
                        f"{f.advisory.id} {fix}")
-    return "the repositories lack the fixed version: " + "; ".join(reasons)
+    return f"the repositories {MISSING_FIX}: " + "; ".join(reasons)
 
 
 # -- tests -------------------------------------------------------------------------------------

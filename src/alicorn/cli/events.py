@@ -3,6 +3,7 @@
     alicorn events [--json] [--state S] [--limit N]   the events, newest first
     alicorn events show ID [--json]                   one event, its rebuilds, builds, checks
     alicorn events plan [--json]                      what the next tick would rebuild
+    alicorn events retry ID...                        plan failed events again
 
 ``--json`` prints the command-line contract's form: a list of events with ``id``,
 ``advisory``, ``state``, ``reason`` and ``builds`` [{``image``, ``old_digest``, ``new_digest``,
@@ -108,6 +109,25 @@ def show(ident: str, as_json: bool) -> None:
             lines.append(f"  reason    {b['reason']}")
     for line in lines:
         click.echo(_clean(line))
+
+
+@events.command("retry")
+@click.argument("idents", nargs=-1, required=True)
+def retry(idents: tuple[str, ...]) -> None:
+    """Plan failed events (IDs or unique prefixes) again, e.g. once the repositories hold the
+    fixed version or a broken update has been replaced.  The service takes them up at its
+    next tick; the earlier rebuilds and builds stay on record."""
+    from alicorn.errors import BadInput
+    from alicorn.events.model import FAILED
+
+    store = _store()
+    events_ = [store.get(ident) for ident in idents]
+    not_failed = [e for e in events_ if e.state != FAILED]
+    if not_failed:
+        raise BadInput("only failed events are retried: " + ", ".join(
+            f"{e.id} is {e.state}" for e in not_failed))
+    for event_id in store.retry([e.id for e in events_], why="retried by hand"):
+        click.echo(f"event {event_id}: new again; the service plans it at its next tick")
 
 
 @events.command("plan")

@@ -36,6 +36,10 @@ REBUILD_FINAL = (DONE, FAILED, SKIPPED)
 PASSED = "passed"
 CHECK_FAILED = "failed"
 
+# What the reason of a rebuild (and its event) says when the repositories did not hold the
+# fixed version yet: such events are planned again when a repository changes.
+MISSING_FIX = "lack the fixed version"
+
 # Advisory types that make events (a bugfix update does not rebuild images).
 EVENT_TYPES = ("security",)
 

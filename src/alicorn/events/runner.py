@@ -23,20 +23,24 @@ The steps, in order (so that one tick can carry an event as far as it can go):
 5. **settle** — an event whose rebuilds all ended is DONE, or FAILED naming the images that
    failed and why.
 
-The submitted build's ``argv`` is the command it stands for, ``alicorn serve --rebuild IMAGE
---advisory ID... [--base-digest D]``: the service rebuilt IMAGE for those advisories.  Its
-options carry ``trigger`` {``advisories``, ``events``, ``rebuild``, ``attempt``,
-``previous_build``, ``previous_digest``}, ``expect_fixed`` (advisory ids) and, for an image
-layered on a rebuilt one, ``base_digest`` (the parent's new digest).
+The submitted build's ``argv`` is the exact command of the process that submitted it
+(``alicorn serve ...``); why is its trigger.  Its options carry ``trigger`` {``advisories``,
+``events``, ``rebuild``, ``attempt``, ``previous_build``, ``previous_digest``},
+``expect_fixed`` (advisory ids) and, for an image layered on a rebuilt one, ``base_digest``
+(the parent's new digest).  A failed event is planned again with
+:meth:`~alicorn.events.store.EventStore.retry` (``alicorn events retry``, or the watcher when
+a repository changes and the event lacked a fixed version).
 """
 
 from __future__ import annotations
 
 import fcntl
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -51,6 +55,7 @@ from alicorn.events.model import (
     CHECK_FAILED,
     DONE,
     FAILED,
+    MISSING_FIX,
     NEW,
     PASSED,
     PLANNED,
@@ -364,14 +369,11 @@ def _submission(builds: BuildStore, rebuild: RebuildRow, parent: RebuildRow | No
         k: v for k, v in (old.options or {}).items()
         if k in ("compression_level", "source_date_epoch")}
     options.update(trigger=trigger, expect_fixed=advisories)
-    argv = ["alicorn", "serve", "--rebuild", rebuild.image]
-    for advisory in advisories:
-        argv += ["--advisory", advisory]
+    argv = _service_argv()
     if parent is not None:
         if not parent.new_digest:
             raise Error(f"the rebuild of base image {parent.image} recorded no digest")
         options["base_digest"] = parent.new_digest
-        argv += ["--base-digest", parent.new_digest]
     if old.source_kind == "git":
         ref = old.source_commit or old.source_ref
         if not old.source_url or not ref:
@@ -383,6 +385,16 @@ def _submission(builds: BuildStore, rebuild: RebuildRow, parent: RebuildRow | No
         raise Error(f"build {old.id} of {rebuild.image} records no recipe to rebuild")
     return Submission(argv=argv, source_kind="file", recipe_path=old.recipe_path,
                       recipe_content=old.recipe_content, options=options, trigger=trigger)
+
+
+def _service_argv() -> list[str]:
+    """The exact command of the process that asked for the rebuild (``alicorn serve ...``);
+    why it did is the build's trigger.  A program that calls :func:`tick` itself is named
+    by its own argv."""
+    path = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    if path.name == "alicorn" or (path.name == "__main__.py" and path.parent.name == "alicorn"):
+        return ["alicorn", *sys.argv[1:]]
+    return [path.parent.name if path.name == "__main__.py" else path.name, *sys.argv[1:]]
 
 
 # -- observing ---------------------------------------------------------------------------------
@@ -472,7 +484,7 @@ def _problem(events: EventStore, build: BuildRow, rebuild: RebuildRow) -> str | 
     still = sorted({f"{f.package.name} {f.package.version} (fixed in "
                     f"{f.fixed_version or '?'}, {f.advisory.id})" for f in findings})
     return ("the rebuilt image still holds " + ", ".join(still)
-            + ": the repositories lack the fixed version")
+            + f": the repositories {MISSING_FIX}")
 
 
 def _fail_children(events: EventStore, session: Session, failed: RebuildRow) -> None:

@@ -134,7 +134,10 @@ class Service:
                 self.log(f"watch {url}: no longer watched (no current image uses it)")
             for source in report.changed:
                 self.log(source.line())
-            return bool(report.changed or report.added_sources)
+            for event_id in report.retried:
+                self.log(f"event {event_id}: planned again (it lacked a fixed version; a "
+                         f"repository changed)")
+            return bool(report.changed or report.added_sources or report.retried)
         return self._guarded("watch", step)
 
     def tick(self) -> bool:

@@ -16,12 +16,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, exists, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alicorn.errors import BadInput, NotFound
-from alicorn.events.model import EVENT_STATES, EVENT_TYPES, NEW, REBUILD_STATES
+from alicorn.events.model import (
+    EVENT_STATES,
+    EVENT_TYPES,
+    FAILED,
+    MISSING_FIX,
+    NEW,
+    REBUILD_STATES,
+)
 from alicorn.store.advisory_models import AdvisoryCveRow, AdvisoryPackageRow, AdvisoryRow
 from alicorn.store.builds import now
 from alicorn.store.db import session_factory
@@ -276,6 +283,33 @@ class EventStore:
             conn = s.connection()
             for chunk in _chunks(params):
                 conn.execute(query, list(chunk))
+
+    def retry(self, event_ids: Iterable[str], *, why: str,
+              session: Session | None = None) -> list[str]:
+        """Plan failed events again: each FAILED one of ``event_ids`` loses its links to the
+        rebuilds that failed it (the rebuilds and their builds stay on record) and is NEW
+        again, its reason saying ``why`` and what failed before.  Returns the ids moved."""
+        moved: list[str] = []
+        with self._use(session) as s:
+            for chunk in _chunks(list(event_ids)):
+                rows = s.scalars(select(EventRow).where(EventRow.id.in_(chunk),
+                                                        EventRow.state == FAILED)).all()
+                for row in rows:
+                    s.execute(delete(EventRebuildRow).where(EventRebuildRow.event_id == row.id))
+                    row.reason = f"{why}; before: {row.reason or 'failed'}"[:4000]
+                    row.state = NEW
+                    row.updated_at = now()
+                    moved.append(row.id)
+        return moved
+
+    def failed_for_missing_fixes(self, *, session: Session | None = None) -> list[str]:
+        """The FAILED events whose reason is that the repositories lacked the fixed version
+        (the advisory came before the update reached the mirror): worth planning again
+        when a repository changes."""
+        with self._use(session) as s:
+            return list(s.scalars(select(EventRow.id).where(
+                EventRow.state == FAILED,
+                EventRow.reason.contains(MISSING_FIX))).all())
 
     # -- rebuilds -------------------------------------------------------------------------
 

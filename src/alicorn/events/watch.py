@@ -159,6 +159,8 @@ class PollReport:
     sources: tuple[SourceReport, ...] = ()
     added_sources: tuple[str, ...] = field(default=())
     dropped_sources: tuple[str, ...] = field(default=())
+    # Failed events planned again because a repository changed (see Watcher.poll).
+    retried: tuple[str, ...] = field(default=())
 
     @property
     def changed(self) -> tuple[SourceReport, ...]:
@@ -591,7 +593,24 @@ class Watcher:
             if wanted is not None and source.url not in wanted:
                 continue
             reports.append(self._poll_one(source, images, record=record))
-        return PollReport(tuple(reports), added, dropped)
+        retried: tuple[str, ...] = ()
+        moved = [r.url for r in reports
+                 if r.kind in (RPM_REPO, DEBIAN_REPO) and r.changed and r.error is None]
+        if record and moved:
+            retried = self._retry_missing_fixes(moved)
+        return PollReport(tuple(reports), added, dropped, retried)
+
+    def _retry_missing_fixes(self, urls: list[str]) -> tuple[str, ...]:
+        """An advisory often lands before its update reaches the mirror: its rebuild fails
+        for lack of the fixed version.  When a repository changes, such events are planned
+        again (the next tick finds the image fixed, affected still, or skipped)."""
+        from alicorn.events.store import EventStore
+
+        store = EventStore(self.settings.database_url)
+        ids = store.failed_for_missing_fixes()
+        if not ids:
+            return ()
+        return tuple(store.retry(ids, why=f"planned again: {', '.join(urls)} changed"))
 
     def _poll_one(self, source: Source, images: _Images, *, record: bool) -> SourceReport:
         base = SourceReport(url=source.url, kind=source.kind, origin=source.origin)
