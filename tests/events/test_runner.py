@@ -241,6 +241,39 @@ def test_an_event_that_lacked_its_fix_is_planned_again(settings: Settings,
     assert states == [DONE, FAILED]
 
 
+def test_a_retried_event_is_not_folded_into_a_new_advisorys_rebuild(settings: Settings,
+                                                                    tmp_path: Path) -> None:
+    """busybox's fix is still missing when its event is retried and curl's advisory lands:
+    curl's rebuild must not carry busybox's advisory (it would fail for lack of its fix)."""
+    store = BuildStore(settings.database_url)
+    events = EventStore(settings.database_url)
+    build(store, "pony", [busybox(), rpm("curl", "8.6.0", "1.fc40")])
+    _feed(settings, tmp_path, BB)
+    tick(settings)
+    run_queued(store, [busybox(), rpm("curl", "8.6.0", "1.fc40")])
+    tick(settings)
+    bb = _events(settings)[BB[0]]
+    assert bb["state"] == FAILED
+    events.retry([bb["id"]], why="planned again: repo changed")
+    _feed(settings, tmp_path, CURL, name="curl.xml")
+    report = tick(settings)
+    assert report.deferred >= 1
+    curl = _events(settings)[CURL[0]]
+    assert [b["advisories"] for b in curl["builds"]] == [[CURL[0]]]
+    assert _events(settings)[BB[0]]["state"] == NEW          # waits, alone
+    run_queued(store, [busybox(), rpm("curl", "8.6.0", "2.fc40")])
+    tick(settings)
+    assert _events(settings)[CURL[0]]["state"] == DONE
+    # Now nothing else is going on: the retried event is planned by itself, and fails again
+    # while the repositories still lack busybox's fix, without touching curl's result.
+    tick(settings)
+    assert [b["advisories"] for b in _events(settings)[BB[0]]["builds"]] == [[BB[0]]]
+    run_queued(store, [busybox(), rpm("curl", "8.6.0", "2.fc40")])
+    tick(settings)
+    assert _events(settings)[BB[0]]["state"] == FAILED
+    assert _events(settings)[CURL[0]]["state"] == DONE
+
+
 def test_failed_checks_fail_the_rebuild(settings: Settings, tmp_path: Path) -> None:
     store = BuildStore(settings.database_url)
     build(store, "pony", [busybox()])

@@ -118,7 +118,7 @@ def retry(idents: tuple[str, ...]) -> None:
     fixed version or a broken update has been replaced.  The service takes them up at its
     next tick; the earlier rebuilds and builds stay on record."""
     from alicorn.errors import BadInput
-    from alicorn.events.model import FAILED
+    from alicorn.events.model import FAILED, RETRIED
 
     store = _store()
     events_ = [store.get(ident) for ident in idents]
@@ -126,7 +126,7 @@ def retry(idents: tuple[str, ...]) -> None:
     if not_failed:
         raise BadInput("only failed events are retried: " + ", ".join(
             f"{e.id} is {e.state}" for e in not_failed))
-    for event_id in store.retry([e.id for e in events_], why="retried by hand"):
+    for event_id in store.retry([e.id for e in events_], why=f"{RETRIED} by hand"):
         click.echo(f"event {event_id}: new again; the service plans it at its next tick")
 
 

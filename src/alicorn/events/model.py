@@ -40,6 +40,12 @@ CHECK_FAILED = "failed"
 # fixed version yet: such events are planned again when a repository changes.
 MISSING_FIX = "lack the fixed version"
 
+# How the reason of a retried event (alicorn events retry, or a repository that changed)
+# begins.  A retried event is planned alone, once no other event is new and no rebuild is
+# unfinished: folded into another advisory's rebuild, a fix still missing would fail that
+# rebuild too.
+RETRIED = "planned again"
+
 # Advisory types that make events (a bugfix update does not rebuild images).
 EVENT_TYPES = ("security",)
 

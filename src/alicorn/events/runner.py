@@ -61,6 +61,7 @@ from alicorn.events.model import (
     PLANNED,
     QUEUED,
     REBUILD_FINAL,
+    RETRIED,
     SKIPPED,
     Plan,
 )
@@ -224,6 +225,14 @@ def _plan_new(events: EventStore, report: TickReport) -> None:
             for event_id, _, reason in changes:
                 report.say(f"event {event_id} skipped: {reason}")
         new = [e for e in new if (e.advisory_id, e.advisory_format) not in unheld]
+    retried = [e for e in new if (e.reason or "").startswith(RETRIED)]
+    if retried and (len(retried) < len(new) or events.rebuilds(states=[PLANNED, QUEUED])):
+        # A retried event may still lack its fix: planned with others, it would fail their
+        # rebuilds too.  It waits until it can be planned alone.
+        report.deferred += len(retried)
+        new = [e for e in new if not (e.reason or "").startswith(RETRIED)]
+        if not new:
+            return
     by_key = _advisories(events, [_key(e) for e in new])
     gone = [e for e in new if _key(e) not in by_key]
     if gone:

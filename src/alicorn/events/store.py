@@ -210,7 +210,7 @@ class EventStore:
         """The NEW events' ids and advisory keys, oldest first (a light query: the planner
         may take 100k of them at once)."""
         query = (select(_EVENTS.c.id, _EVENTS.c.advisory_id, _EVENTS.c.advisory_format,
-                        _EVENTS.c.advisory_digest)
+                        _EVENTS.c.advisory_digest, _EVENTS.c.reason)
                  .where(_EVENTS.c.state == NEW)
                  .order_by(_EVENTS.c.created_at, _EVENTS.c.id))
         with self._use(session) as s:
@@ -483,6 +483,7 @@ class EventKey:
     advisory_id: str
     advisory_format: str
     advisory_digest: str
+    reason: str | None = None
 
 
 def _stamp(value: Any) -> str | None:

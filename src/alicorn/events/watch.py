@@ -604,13 +604,14 @@ class Watcher:
         """An advisory often lands before its update reaches the mirror: its rebuild fails
         for lack of the fixed version.  When a repository changes, such events are planned
         again (the next tick finds the image fixed, affected still, or skipped)."""
+        from alicorn.events.model import RETRIED
         from alicorn.events.store import EventStore
 
         store = EventStore(self.settings.database_url)
         ids = store.failed_for_missing_fixes()
         if not ids:
             return ()
-        return tuple(store.retry(ids, why=f"planned again: {', '.join(urls)} changed"))
+        return tuple(store.retry(ids, why=f"{RETRIED}: {', '.join(urls)} changed"))
 
     def _poll_one(self, source: Source, images: _Images, *, record: bool) -> SourceReport:
         base = SourceReport(url=source.url, kind=source.kind, origin=source.origin)
