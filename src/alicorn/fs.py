@@ -20,6 +20,14 @@ from alicorn.errors import BadInput
 _MAX_LINKS = 40
 
 
+def lstat_or_none(path: Path) -> os.stat_result | None:
+    """``os.lstat(path)``, or None when nothing is there."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 def resolve_in_root(root: Path, path: str, *, follow_last: bool = True) -> Path:
     """The host path of ``path`` inside ``root``, following symlinks as if ``root`` were ``/``."""
     parts = list(PurePosixPath("/", path).parts[1:])

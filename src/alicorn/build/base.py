@@ -35,6 +35,7 @@ from alicorn.compose.interface import Package
 from alicorn.config import Settings
 from alicorn.digest import Digest
 from alicorn.errors import ImageError, NotFound, RecipeError
+from alicorn.fs import lstat_or_none
 from alicorn.image.layer import (
     KEPT_XATTRS,
     MEDIA_TYPE_GZIP,
@@ -304,15 +305,8 @@ def apply_layer(stream: IO[bytes], root: Path, *, label: str,
                          f"diff_id {diff_id} of the image's config", hint=_TAMPERED)
 
 
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
-
-
 def _remove(path: Path) -> None:
-    st = _lstat(path)
+    st = lstat_or_none(path)
     if st is None:
         return
     if stat.S_ISDIR(st.st_mode):
@@ -355,7 +349,7 @@ class _Applier:
         current = self.root
         for i, part in enumerate(parts):
             current = current / part
-            st = _lstat(current)
+            st = lstat_or_none(current)
             if st is None and create:
                 os.mkdir(current, 0o755)
                 self.written.add("/".join(parts[:i + 1]))
@@ -390,7 +384,7 @@ class _Applier:
                 _remove(parent / hidden)
             return
         path = parent / name
-        existing = _lstat(path)
+        existing = lstat_or_none(path)
         if m.isdir():
             if existing is None or not stat.S_ISDIR(existing.st_mode):
                 if existing is not None:
@@ -468,7 +462,7 @@ class _Applier:
             raise self._error(m.name, "is a hard link to the root")
         parent = self._directory(m.name, parts[:-1], create=False)
         target = parent / parts[-1]
-        st = _lstat(target)
+        st = lstat_or_none(target)
         if st is None or not stat.S_ISREG(st.st_mode):
             raise self._error(m.name, f"is a hard link to {m.linkname!r}, which is not a "
                                       "regular file in the image")

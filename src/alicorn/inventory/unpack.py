@@ -53,7 +53,7 @@ import zstandard
 
 from alicorn.digest import Digest
 from alicorn.errors import BadInput
-from alicorn.fs import remove_tree, resolve_in_root
+from alicorn.fs import lstat_or_none, remove_tree, resolve_in_root
 from alicorn.inventory.model import InventoryError
 
 __all__ = [
@@ -695,7 +695,7 @@ class _Applier:
                 self._remove(parent / hidden, hidden_rel)
             return
         path = parent / name
-        existing = _lstat(path)
+        existing = lstat_or_none(path)
         if m.isdir():
             if existing is not None and stat.S_ISDIR(existing.st_mode):
                 os.chmod(path, _dir_mode(m.mode))
@@ -745,7 +745,7 @@ class _Applier:
             here = "/".join(done)
             if here in self.dirs:
                 continue
-            st = _lstat(current)
+            st = lstat_or_none(current)
             if st is None:
                 os.mkdir(current, 0o755)
                 os.chmod(current, 0o755)
@@ -771,7 +771,7 @@ class _Applier:
         except BadInput as e:
             raise _Skip("its hard link target's path has a symlink loop") from e
         target = self.root / parent_rel / parts[-1]
-        st = _lstat(target)
+        st = lstat_or_none(target)
         if st is None:
             raise _Skip(f"its hard link target {linkname!r} does not exist")
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
@@ -784,7 +784,7 @@ class _Applier:
         current = self.root
         for part in rel_parts:
             current = current / part
-            st = _lstat(current)
+            st = lstat_or_none(current)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 raise _Skip("its hard link target's directory does not exist")
         return "/".join(rel_parts)
@@ -811,7 +811,7 @@ class _Applier:
                                  f"{m.size} bytes)", hint="the layer is truncated")
 
     def _remove(self, path: Path, rel: str) -> None:
-        st = _lstat(path)
+        st = lstat_or_none(path)
         if st is None:
             return
         if stat.S_ISDIR(st.st_mode):
@@ -822,7 +822,7 @@ class _Applier:
 
     def _clear(self, directory: Path, rel: str) -> None:
         """An opaque directory: remove what lower layers put in it, keep this layer's."""
-        st = _lstat(directory)
+        st = lstat_or_none(directory)
         if st is None or not stat.S_ISDIR(st.st_mode):
             return
         for entry in list(os.scandir(directory)):
@@ -833,13 +833,6 @@ class _Applier:
                     self._clear(child, child_rel)
             else:
                 self._remove(child, child_rel)
-
-
-def _lstat(path: Path) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except FileNotFoundError:
-        return None
 
 
 def _file_mode(mode: int) -> int:
