@@ -14,9 +14,9 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, delete, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -84,12 +84,7 @@ class EventStore:
         """The (id, format, digest) of every stored advisory of ``types`` without an event,
         ordered by id and format: what :meth:`discover` would turn into events."""
         adv = AdvisoryRow
-        query = (select(adv.id, adv.format, adv.digest)
-                 .where(adv.type.in_(list(types)))
-                 .where(~exists().where(EventRow.advisory_id == adv.id,
-                                        EventRow.advisory_format == adv.format,
-                                        EventRow.advisory_digest == adv.digest))
-                 .order_by(adv.id, adv.format))
+        query = _without_event(select(adv.id, adv.format, adv.digest), types)
         with self._use(session) as s:
             return [(r.id, r.format, r.digest) for r in s.execute(query)]
 
@@ -110,12 +105,8 @@ class EventStore:
         column values (building 100k ORM objects would cost more than the discovery).
         """
         adv = AdvisoryRow
-        query = (select(adv.id, adv.format, adv.digest, adv.type, adv.severity, adv.source)
-                 .where(adv.type.in_(list(types)))
-                 .where(~exists().where(EventRow.advisory_id == adv.id,
-                                        EventRow.advisory_format == adv.format,
-                                        EventRow.advisory_digest == adv.digest))
-                 .order_by(adv.id, adv.format))
+        query = _without_event(
+            select(adv.id, adv.format, adv.digest, adv.type, adv.severity, adv.source), types)
         with self._use(session) as s:
             missing = list(s.execute(query))
             if not missing:
@@ -484,6 +475,20 @@ class EventKey:
     advisory_format: str
     advisory_digest: str
     reason: str | None = None
+
+
+_Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
+
+
+def _without_event(query: _Query, types: Collection[str]) -> _Query:
+    """``query`` over the stored advisories of ``types`` narrowed to those with no event for
+    their id, format and content digest, ordered by id and format."""
+    adv = AdvisoryRow
+    return (query.where(adv.type.in_(list(types)))
+            .where(~exists().where(EventRow.advisory_id == adv.id,
+                                   EventRow.advisory_format == adv.format,
+                                   EventRow.advisory_digest == adv.digest))
+            .order_by(adv.id, adv.format))
 
 
 def _stamp(value: Any) -> str | None:

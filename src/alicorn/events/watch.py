@@ -727,7 +727,7 @@ def _event_discover(settings: Settings) -> Discover:
     def discover() -> int:
         from alicorn.events.store import EventStore
 
-        return len(EventStore(settings.database_url).discover())
+        return len(EventStore(settings.database_url).discover_values())
     return discover
 
 
