@@ -96,3 +96,83 @@ def git_repo(src: Path, dest: Path, *, branch: str = "main") -> str:
 def free_port() -> int:
     from alicorn.config import free_port as fp
     return fp()
+
+
+# -- signed pony images for the rollout tests -----------------------------------------------------
+
+ROLLOUT_GOOD_PAGE = "Hello from pony"
+
+
+class PonyImages:
+    """Signed, published RPM pony images in one ALICORN_HOME (``cli``), all in the repository
+    ``pony-rpm`` of its local registry (``registry``):
+
+    - ``v1``: busybox 1.35.0-1 (which FEDORA-2024-b7e1c3d2a9 fixes), tag ``latest`` at first;
+    - ``v2``: busybox 1.35.0-2, built after the repository got the update; tag ``latest`` now;
+    - ``broken``: v1's packages, but its web server answers 404 for every page (it serves
+      /etc, which has no index.html), from the start; tag ``broken``;
+    - ``soured``: serves the page for ``SOURED_AFTER`` seconds after it starts, then 404s
+      (it removes its own index.html): it passes readiness and fails during a soak; tag
+      ``soured``.
+
+    Each value is the ``alicorn build --json`` result (``digest``, ``image`` =
+    ``addr/pony-rpm@sha256:…``, ``build_id``).  ``example`` is the copy of examples/pony/rpm
+    whose ``repo`` the builds used (now at ``--version both``).
+    """
+
+    SOURED_AFTER = 6
+
+    def __init__(self, cli: Cli, example: Path, builds: dict[str, dict[str, Any]]):
+        self.cli = cli
+        self.example = example
+        self.v1, self.v2 = builds["v1"], builds["v2"]
+        self.broken, self.soured = builds["broken"], builds["soured"]
+        self.registry = self.v1["image"].split("/", 1)[0]
+        self.repository = self.v1["image"].split("@", 1)[0]
+
+
+def _pony_variant(example: Path, name: str, tag: str, entrypoint: list[str]) -> Path:
+    text = (example / "pony.yaml").read_text()
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("entrypoint:"):
+            line = "entrypoint: " + json.dumps(entrypoint)
+        lines.append(line)
+    lines.append(f"tag: {tag}")
+    path = example / f"{name}.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pony_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PonyImages]:
+    require("rpmbuild", "createrepo_c", "dnf", "busybox", "podman", "skopeo", "docker-registry")
+    cli = Cli(tmp_path_factory.mktemp("rollout-home"))
+    example = tmp_path_factory.mktemp("rollout-pony") / "pony"
+    shutil.copytree(EXAMPLES / "pony" / "rpm", example, ignore=shutil.ignore_patterns("repo"))
+
+    def build_repo(version: str) -> None:
+        subprocess.run([str(example / "build-repo"), str(example / "repo"), "--version",
+                        version], check=True, capture_output=True)
+
+    def build(recipe: Path, *extra: str) -> dict[str, Any]:
+        rc, result = cli.json("build", str(recipe), *extra)
+        assert rc == 0, result
+        return result
+
+    bb = "/usr/bin/busybox"
+    broken = _pony_variant(example, "broken", "broken",
+                           [bb, "httpd", "-f", "-v", "-p", "80", "-h", "/etc"])
+    soured = _pony_variant(example, "soured", "soured", [
+        bb, "sh", "-c",
+        f"{bb} httpd -p 80 -h /var/www/html && {bb} sleep {PonyImages.SOURED_AFTER} && "
+        f"{bb} rm -f /var/www/html/index.html && exec {bb} sleep 1000000"])
+    build_repo("1")
+    builds = {"broken": build(broken, "--skip-checks"), "soured": build(soured, "--skip-checks"),
+              "v1": build(example / "pony.yaml")}
+    build_repo("both")
+    builds["v2"] = build(example / "pony.yaml")
+    try:
+        yield PonyImages(cli, example, builds)
+    finally:
+        cli.down()

@@ -67,6 +67,11 @@ class Settings:
     def run_dir(self) -> Path:
         return self.home / "run"
 
+    @property
+    def modules_dir(self) -> Path:
+        """One directory per deployed module: its proxy's configuration, sockets and log."""
+        return self.home / "modules"
+
     def build_dir(self, build_id: str) -> Path:
         return self.builds_dir / build_id
 

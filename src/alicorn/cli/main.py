@@ -791,6 +791,9 @@ def _register() -> None:
     from alicorn.cli.serve import serve, watch  # the rebuild service (alicorn.events)
     cli.add_command(serve)
     cli.add_command(watch)
+    from alicorn.cli.rollout import COMMANDS as rollout_commands  # alicorn.rollout
+    for command in rollout_commands:
+        cli.add_command(command)
 
 
 _register()
