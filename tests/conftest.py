@@ -111,9 +111,9 @@ class PonyImages:
     - ``v2``: busybox 1.35.0-2, built after the repository got the update; tag ``latest`` now;
     - ``broken``: v1's packages, but its web server answers 404 for every page (it serves
       /etc, which has no index.html), from the start; tag ``broken``;
-    - ``soured``: serves the page for ``SOURED_AFTER`` seconds after it starts, then 404s
-      (it removes its own index.html): it passes readiness and fails during a soak; tag
-      ``soured``.
+    - ``soured``: serves the page for ``SOURED_AFTER`` seconds after it starts, then its web
+      server stops (connections refused; the container keeps running): it passes readiness
+      and fails during a soak; tag ``soured``.
 
     Each value is the ``alicorn build --json`` result (``digest``, ``image`` =
     ``addr/pony-rpm@sha256:…``, ``build_id``).  ``example`` is the copy of examples/pony/rpm
@@ -165,8 +165,8 @@ def pony_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PonyImages
                            [bb, "httpd", "-f", "-v", "-p", "80", "-h", "/etc"])
     soured = _pony_variant(example, "soured", "soured", [
         bb, "sh", "-c",
-        f"{bb} httpd -p 80 -h /var/www/html && {bb} sleep {PonyImages.SOURED_AFTER} && "
-        f"{bb} rm -f /var/www/html/index.html && exec {bb} sleep 1000000"])
+        f"{bb} httpd -f -p 80 -h /var/www/html & {bb} sleep {PonyImages.SOURED_AFTER}; "
+        f"kill $!; exec {bb} sleep 1000000"])
     build_repo("1")
     builds = {"broken": build(broken, "--skip-checks"), "soured": build(soured, "--skip-checks"),
               "v1": build(example / "pony.yaml")}
