@@ -717,16 +717,32 @@ def worker(once: bool, idle_exit: float | None) -> None:
 
 @cli.command()
 def down() -> None:
-    """Stop the local worker and the local registry."""
+    """Stop the modules' proxies and containers (state kept: `alicorn resume` starts them
+    again), the local worker and the local registry."""
     from alicorn.chain.gpgsign import GpgKeyRing
     from alicorn.registry.local import Registry
     from alicorn.worker.local import stop_worker
     settings = _settings()
+    # Every deployed module has a directory there (its proxy's files); without one, no module
+    # ever ran in this home and the controller (and its database) need not be opened.
+    deployed = settings.modules_dir.is_dir() and any(settings.modules_dir.iterdir())
+    problem = None
+    if deployed:
+        from alicorn.rollout.controller import Controller
+        try:
+            Controller(settings).stop()
+        except Error as e:  # the worker and the registry are stopped all the same
+            problem = e
     w = stop_worker(settings)
     r = Registry(settings).stop()
     GpgKeyRing(settings.keys_dir).stop_agent()  # signing started it; it would outlive us
+    modules = ("" if not deployed else ", modules: could not stop them all" if problem else
+               ", modules stopped (state kept; `alicorn resume` starts them)")
     out.print(f"worker {'stopped' if w else 'not running'}, "
-              f"registry {'stopped' if r else 'not running'}")
+              f"registry {'stopped' if r else 'not running'}{modules}")
+    if problem is not None:
+        err.print(f"[bold red]error:[/] {problem.diagnostics()}", highlight=False)
+        sys.exit(problem.exit_code)
 
 
 @cli.command("setup-host")
