@@ -611,7 +611,9 @@ def test_install_is_idempotent_and_uninstall_removes_it(tmp_path: Path) -> None:
         pytest.skip("the system has no dnf")
     prefix = tmp_path / "prefix"
     first = plugin_install.install(prefix=prefix)
-    assert {p.name for p in first} == {plugin_install.SHIM_NAME, plugin_install.CONF_NAME}
+    assert {p.name for p in first} == {plugin_install.SHIM_NAME, plugin_install.CONF_NAME,
+                                       plugin_install.UPDATE_SHIM_NAME,
+                                       plugin_install.UPDATE_CONF_NAME}
     where = plugin_install.system_dnf()
     assert where is not None
     shim = prefix / where.plugin_dir.relative_to("/") / plugin_install.SHIM_NAME

@@ -1,14 +1,17 @@
-"""Install ``dnf list-security`` so that the system's dnf loads it.
+"""Install ``dnf list-security`` and ``dnf update-module`` so that the system's dnf loads them.
 
 dnf loads every ``*.py`` in its plugin directory (``dnf.const.PLUGINPATH``; Debian's is
 /usr/lib/python3/dist-packages/dnf-plugins) under the system Python.  Alicorn lives in its own
-virtualenv, so what goes there is a small shim: it appends the directories ``alicorn`` and its
-dependencies are imported from (computed here, from ``alicorn.__file__`` and the running
-interpreter's site-packages) to the *end* of ``sys.path`` — the system's own modules (dnf, rpm,
-hawkey) always win — and imports the command.  Beside it goes the plugin's configuration,
-``/etc/dnf/plugins/list-security.conf`` (``[main] enabled=1``, ``home`` and ``feed``).
+virtualenv, so what goes there is a small shim per command: it appends the directories
+``alicorn`` and its dependencies are imported from (computed here, from ``alicorn.__file__``
+and the running interpreter's site-packages) to the *end* of ``sys.path`` — the system's own
+modules (dnf, rpm, hawkey) always win — and imports the command.  Beside them goes each
+plugin's configuration, ``/etc/dnf/plugins/list-security.conf`` (``[main] enabled=1``,
+``home`` and ``feed``) and ``/etc/dnf/plugins/update-module.conf`` (``[main] enabled=1``,
+``home``).  One shim per command, so that ``--disableplugin=update-module`` leaves
+list-security loaded and the other way round.
 
-The shim is rewritten whenever it differs (it is code that follows the checkout); the
+A shim is rewritten whenever it differs (it is code that follows the checkout); a
 configuration is written only when absent, since after that it is the administrator's.
 """
 
@@ -28,6 +31,8 @@ from alicorn.fs import replace_file
 
 SHIM_NAME = "list_security.py"  # dnf matches --disableplugin=list-security against it too
 CONF_NAME = "list-security.conf"
+UPDATE_SHIM_NAME = "update_module.py"
+UPDATE_CONF_NAME = "update-module.conf"
 MARKER = "# Written by alicorn setup-host"
 DEFAULT_PYTHON = "/usr/bin/python3"
 
@@ -94,22 +99,30 @@ def import_paths() -> list[Path]:
     return paths
 
 
-def shim_text(paths: list[Path]) -> str:
-    """The plugin module dnf imports."""
+_IMPORTS = {
+    "list-security": ("list_security", ("ListSecurityCommand", "ListSecurityPlugin")),
+    # register_command made the command's plugin class; importing the command brings it.
+    "update-module": ("update_module", ("UpdateModuleCommand",)),
+}
+
+
+def shim_text(paths: list[Path], command: str = "list-security") -> str:
+    """The plugin module dnf imports for ``command`` (list-security or update-module)."""
+    module, names = _IMPORTS[command]
     listed = "".join(f"    {str(p)!r},\n" for p in paths)
+    imported = "".join(f"    {n},\n" for n in names)
     return (
-        f'{MARKER}: dnf list-security, from Alicorn. Do not edit;\n'
+        f'{MARKER}: dnf {command}, from Alicorn. Do not edit;\n'
         "# `alicorn setup-host` rewrites it and `alicorn.dnf_plugin.install.uninstall()` "
         "removes it.\n"
-        '"""Load Alicorn\'s ``dnf list-security`` from where Alicorn is installed."""\n'
+        f'"""Load Alicorn\'s ``dnf {command}`` from where Alicorn is installed."""\n'
         "import sys\n\n"
         "# At the end of sys.path: the system's dnf, rpm and hawkey always come first.\n"
         f"for _path in [\n{listed}]:\n"
         "    if _path not in sys.path:\n"
         "        sys.path.append(_path)\n\n"
-        "from alicorn.dnf_plugin.list_security import (  # noqa: E402,F401\n"
-        "    ListSecurityCommand,\n"
-        "    ListSecurityPlugin,\n"
+        f"from alicorn.dnf_plugin.{module} import (  # noqa: E402,F401\n"
+        f"{imported}"
         ")\n"
     )
 
@@ -129,6 +142,31 @@ def conf_text(home: str | None) -> str:
         "# or repository directories, separated by spaces.\n"
         "# feed = /srv/advisories/updateinfo.xml.gz\n"
     )
+
+
+def update_conf_text(home: str | None) -> str:
+    """``dnf update-module``'s configuration: enabled, and where the modules' home is."""
+    home_line = f"home = {home}\n" if home else \
+        "# home = /root/.local/share/alicorn\n"
+    return (
+        f"{MARKER}: Alicorn's `dnf update-module`.\n"
+        "[main]\n"
+        "enabled = 1\n"
+        "# The Alicorn state directory whose modules (alicorn deploy) are updated;\n"
+        "# $ALICORN_HOME wins when it is set, and without either, list-security.conf's\n"
+        "# home = is used.\n"
+        f"{home_line}"
+    )
+
+
+def _files(prefix: Path | None) -> list[tuple[Path, str, Path, str]]:
+    """``(shim, its text, conf, its text when absent)`` for each command."""
+    shim, conf = _targets(prefix)
+    paths = import_paths()
+    home = os.environ.get("ALICORN_HOME")
+    return [(shim, shim_text(paths), conf, conf_text(home)),
+            (shim.with_name(UPDATE_SHIM_NAME), shim_text(paths, "update-module"),
+             conf.with_name(UPDATE_CONF_NAME), update_conf_text(home))]
 
 
 def _targets(prefix: Path | None) -> tuple[Path, Path]:
@@ -163,43 +201,42 @@ def _read(path: Path) -> str | None:
 
 
 def install(*, prefix: Path | None = None) -> list[Path]:
-    """Install the plugin into the system's dnf; returns the files written (none when all is
-    already in place).
+    """Install the plugins (list-security, update-module) into the system's dnf; returns the
+    files written (none when all is already in place).
 
     ``prefix`` puts the files below another root (``prefix/usr/lib/.../dnf-plugins``,
     ``prefix/etc/dnf/plugins``), for a dnf given ``--setopt=pluginpath=`` and
     ``--setopt=pluginconfpath=``, or an image being prepared.  Raises :class:`ToolMissing`
     when the system has no dnf and :class:`PluginInstallError` when a file cannot be written.
     """
-    shim, conf = _targets(prefix)
     changed = []
-    text = shim_text(import_paths())
-    if _read(shim) != text:
-        _write(shim, text)
-        changed.append(shim)
-    if _read(conf) is None:
-        _write(conf, conf_text(os.environ.get("ALICORN_HOME")))
-        changed.append(conf)
+    for shim, text, conf, conf_default in _files(prefix):
+        if _read(shim) != text:
+            _write(shim, text)
+            changed.append(shim)
+        if _read(conf) is None:
+            _write(conf, conf_default)
+            changed.append(conf)
     return changed
 
 
 def uninstall(*, prefix: Path | None = None) -> list[Path]:
     """Remove what :func:`install` wrote (files without its marker are left alone); returns
     the files removed."""
-    shim, conf = _targets(prefix)
     removed = []
-    for path in (shim, conf):
-        text = _read(path)
-        if text is None or MARKER not in text:
-            continue
-        try:
-            path.unlink()
-        except OSError as e:
-            raise PluginInstallError(f"cannot remove {path}: {e.strerror or e}",
-                                     where=str(path), hint="run as root") from e
-        removed.append(path)
-    # The compiled shim dnf's import left behind.
-    for cached in sorted((shim.parent / "__pycache__").glob(f"{shim.stem}.*.pyc")):
-        cached.unlink(missing_ok=True)
-        removed.append(cached)
+    for shim, _, conf, _ in _files(prefix):
+        for path in (shim, conf):
+            text = _read(path)
+            if text is None or MARKER not in text:
+                continue
+            try:
+                path.unlink()
+            except OSError as e:
+                raise PluginInstallError(f"cannot remove {path}: {e.strerror or e}",
+                                         where=str(path), hint="run as root") from e
+            removed.append(path)
+        # The compiled shim dnf's import left behind.
+        for cached in sorted((shim.parent / "__pycache__").glob(f"{shim.stem}.*.pyc")):
+            cached.unlink(missing_ok=True)
+            removed.append(cached)
     return removed

@@ -31,7 +31,9 @@ affected packages inside each.
 
 Exit status follows dnf, not ``alicorn scan``: 0 whether or not updates are listed (as
 ``dnf updateinfo``), 1 for an error (no advisory source at all, an unreadable feed, an empty rpm
-database).  Scripts that want "1 when findings exist" use ``alicorn scan``.
+database unless ``--modules`` is given).  Scripts that want "1 when findings exist" use
+``alicorn scan``.  ``--modules`` leaves out the images an update of an Alicorn module left
+behind (:func:`without_replaced_images`).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ import rpm
 
 if TYPE_CHECKING:
     from alicorn.advisories.model import Advisory, Reference
+    from alicorn.inventory.targets import ModuleRef
 
 # dnf imports this module on every run, whatever the command: it imports only what defining
 # the command needs, and the rest of Alicorn when list-security runs.
@@ -420,6 +423,28 @@ def module_reports(inventories: Iterable[Any], advisories: Iterable[Advisory],
     return reports
 
 
+def _repository(reference: str) -> str:
+    """``addr/name`` of an image reference: its tag or digest left out."""
+    name = reference.split("@", 1)[0]
+    return name[:name.rfind(":")] if name.rfind(":") > name.rfind("/") else name
+
+
+def without_replaced_images(refs: Sequence[ModuleRef]) -> list[ModuleRef]:
+    """``refs`` without the images an update of an Alicorn module left behind: images no
+    container uses, of a repository whose image a deployed module's container (its
+    ``org.alicorn.module`` label) runs.  They run nowhere (the module moved on; they are kept
+    at most for a rollback), so they are not something the host needs to update."""
+    used = {r.image_id for r in refs if r.kind == "podman-container"}
+    names = {r.id: r.names for r in refs if r.kind == "podman-image"}
+    deployed: set[str] = set()
+    for r in refs:
+        if r.kind == "podman-container" and r.deployed_by_alicorn:
+            deployed |= {_repository(n) for n in (*names.get(r.image_id, ()),
+                                                  *([r.image] if r.image else []))}
+    return [r for r in refs if not (r.kind == "podman-image" and r.id not in used
+                                    and any(_repository(n) in deployed for n in r.names))]
+
+
 def module_lines(reports: Sequence[ModuleReport], *, verbose: bool = False) -> list[str]:
     """One line per module that needs updates or could not be read; with ``verbose``, each
     affected package inside it and its advisories, CVEs and fixed versions."""
@@ -578,8 +603,13 @@ class ListSecurityCommand(dnf.cli.Command):  # type: ignore[misc]
         query = self._installed_query()
         installed = [_installed(p) for p in query]
         if not installed:
-            raise dnf.exceptions.Error(no_packages_message(self.base.conf.installroot,
-                                                           rpm.expandMacro("%{_dbpath}")))
+            if not self.opts.modules:
+                raise dnf.exceptions.Error(no_packages_message(self.base.conf.installroot,
+                                                               rpm.expandMacro("%{_dbpath}")))
+            # A host that runs modules need not be an RPM host (Debian's rpm database is
+            # empty): its modules are still checked, and said to be all that was.
+            logger.info("list-security: the rpm database lists no installed packages; only "
+                        "the modules are checked")
         hits: list[Hit] = []
         sources: list[str] = []
         repos = [r.id for r in self.base.repos.iter_enabled()]
@@ -630,8 +660,9 @@ class ListSecurityCommand(dnf.cli.Command):  # type: ignore[misc]
                 "Python, Ruby, Java and npm packages), and there are none: import feeds "
                 f"(alicorn advisories import PATH) into the store at {self._home()}, or give "
                 "--feed PATH")
-        from alicorn.inventory.targets import inventory_of_modules
-        return module_reports(inventory_of_modules(), advisories, filters)
+        from alicorn.inventory.targets import inventory_of_modules, podman_modules
+        return module_reports(inventory_of_modules(without_replaced_images(podman_modules())),
+                              advisories, filters)
 
     def _repo_hits(self, query: Any) -> list[Hit]:
         """dnf's own answer: the advisory packages newer than the installed ones."""
@@ -702,7 +733,7 @@ class ListSecurityCommand(dnf.cli.Command):  # type: ignore[misc]
         lines = summary_lines(hits) if self.opts.summary else list_lines(hits)
         for line in lines:
             print(line)
-        if not hits:
+        if not hits and installed_count:
             logger.info("%s: %d installed packages checked against the advisories of %s.",
                         "No security update matches the filters given" if filtered else
                         "No security updates needed", installed_count, "; ".join(sources))
