@@ -397,3 +397,17 @@ def test_stop_leaves_no_process(proxies: Proxies, webs: Webs) -> None:
     assert [s.name for s in p.servers()] == ["a1"]        # the configuration stays
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
+
+
+def test_a_server_moved_to_another_port_follows_it(proxies: Proxies, webs: Webs) -> None:
+    first, second = webs("first"), webs("second")
+    p = proxies()
+    p.start()
+    p.set_backends([first.backend])
+    assert get(p.port) == "hello from first\n"
+    # The same server name, now at the second web server's port: HAProxy answers "no need to
+    # change the addr, port changed from …", which is a success.
+    p.set_backends([Backend(name=first.backend.name, host="127.0.0.1", port=second.port)])
+    assert {get(p.port) for _ in range(4)} == {"hello from second\n"}
+    assert [s.port for s in p.servers()] == [second.port]
+    assert f"127.0.0.1:{second.port}" in p.config.read_text()

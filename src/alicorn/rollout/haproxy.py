@@ -147,8 +147,14 @@ class HAProxy(Proxy):
                     added.append(name)
                     self._command(f"enable health {BACKEND}/{name}")
                 elif row.get("addr") != f"{b.host}:{b.port}":
-                    self._command(f"set server {BACKEND}/{name} addr {b.host} port {b.port}",
-                                  expect="")
+                    # HAProxy reports what it changed ("IP changed from …", "no need to
+                    # change the addr, port changed from …"); an error says neither.
+                    said = self._command(
+                        f"set server {BACKEND}/{name} addr {b.host} port {b.port}", expect=None)
+                    if "changed" not in said and "no need to change" not in said:
+                        raise ProxyError(f"HAProxy refused to move server {name} to "
+                                         f"{b.host}:{b.port}: {said.strip()}",
+                                         where=str(self.admin_socket))
                 self._command(f"set server {BACKEND}/{name} state ready")
         except ProxyError:
             for name in reversed(added):
