@@ -1,4 +1,4 @@
-"""The main job end to end: pony from a git repository → build → publish → run → fetch.
+"""The main job end to end: pony from a git repository → build → publish → deploy → fetch.
 
 It drives the real command line (so the build records hold real argv) against the embedded
 default: SQLite under $ALICORN_HOME, the local registry and the local worker.
@@ -118,14 +118,29 @@ def run_demo(settings: Settings, *, port: int | None, example: Path | None,
     if scanned.returncode not in (0, 1):  # 1: findings, an answer all the same
         raise Error("the pony's image could not be scanned")
 
-    port = port or (80 if _port_free(80) else free_port())
-    console.print(f"$ alicorn run {first['build_id']} --name pony --port {port} --replace",
-                  highlight=False, style="bold")
-    subprocess.run([sys.executable, "-m", "alicorn", "run", first["build_id"], "--name", "pony",
-                    "--port", str(port), "--replace"], check=True)
+    # Run it as a module: two replicas behind HAProxy, which `alicorn update pony` moves to a
+    # new image without a failed request.  A demo run before this one left the module
+    # running: then this is an update (to the same digest: nothing to do).
+    shown = subprocess.run([sys.executable, "-m", "alicorn", "status", "pony", "--json"],
+                           capture_output=True, text=True)
+    if shown.returncode == 0:
+        port = int(json.loads(shown.stdout.splitlines()[-1])["port"])
+        command = ["update", "pony", "--to", first["digest"]]
+    else:
+        port = port or (80 if _port_free(80) else free_port())
+        command = ["deploy", "pony", "--image", first["digest"], "--replicas", "2",
+                   "--port", str(port)]
+    console.print("$ alicorn " + " ".join(command), highlight=False, style="bold")
+    ran = subprocess.run([sys.executable, "-m", "alicorn", *command])
+    if ran.returncode != 0:
+        raise Error("the pony module could not be " + ("updated" if shown.returncode == 0
+                                                       else "deployed"))
+    console.print("$ alicorn status pony", highlight=False, style="bold")
+    subprocess.run([sys.executable, "-m", "alicorn", "status", "pony"], check=True)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
         body = resp.read().decode()
     console.print(f"$ curl http://127.0.0.1:{port}/", highlight=False, style="bold")
     console.print(body, highlight=False, markup=False)
-    console.print(f"pony answers on port {port}. Stop it with: alicorn stop pony",
-                  highlight=False)
+    console.print(f"pony answers on port {port}: two replicas behind HAProxy. "
+                  "Update it with `alicorn update pony`, remove it with "
+                  "`alicorn undeploy pony`.", highlight=False)
