@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from alicorn.config import Settings
     from alicorn.rollout.controller import Controller, Outcome
 
-out = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
+# No emoji: ":abc:" in a refused reference ("sha256:abc:") must not print as a picture.
+out = Console(soft_wrap=True, highlight=False, emoji=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False, emoji=False)
 
 #: How many history entries and events ``status`` shows in text (JSON has them all).
 HISTORY_SHOWN = 5
@@ -261,9 +262,15 @@ def update(module: str, to: str | None, deadline: float | None, soak: float | No
            dry_run: bool, keys: tuple[Path, ...], as_json: bool) -> None:
     """Move MODULE to a new image with no dropped request; roll back by itself when the new
     replicas fail.  Exit 1 (with the reason) when it rolled back."""
+    from alicorn.digest import is_digest
+
     name = _name(module)
     if to is not None and not to.strip():
         raise BadInput("--to is empty", hint="give a digest (sha256:…) or an image reference")
+    if to is not None and to.strip().startswith("sha256:") and not is_digest(to.strip()):
+        raise BadInput(f"--to {to!r} is not a digest",
+                       hint="a digest is sha256: and 64 hex digits; alicorn status "
+                            f"{name} lists the digests of its history")
     controller = _controller(_settings(), as_json, keys)
     _finish(controller.update(name, to=to, deadline=deadline, soak=soak, dry_run=dry_run),
             as_json)
@@ -310,7 +317,11 @@ def _print_status(data: dict[str, Any]) -> None:
     lines = [f"module    {data.get('module')}",
              f"digest    {data.get('digest') or '-'}",
              f"image     {data.get('image') or spec.get('repository') or '-'}"]
-    if port:
+    proxy = data.get("proxy") or {}
+    if port and proxy.get("running") is False:
+        lines.append(f"serves    nothing: its proxy for port {port} is not running"
+                     f" (alicorn resume {data.get('module')} starts it)")
+    elif port:
         lines.append(f"serves    http://{_host(address)}:{port}/"
                      + (f" (listening on {address})" if address else ""))
     lines.append(f"replicas  {len(replicas)}, {healthy} healthy")
@@ -323,8 +334,12 @@ def _print_status(data: dict[str, Any]) -> None:
                   + (f"  {escape(str(r['state']))}" if r.get("state") else ""))
     op = data.get("operation") or data.get("last_operation")
     if isinstance(op, dict):
-        result = op.get("result") or f"in progress ({op.get('phase')})"
-        color = {ROLLED_BACK: "red", FAILED: "red"}.get(str(result), "green")
+        result = op.get("result") or (
+            f"interrupted while {op.get('phase')} (alicorn resume {data.get('module')} "
+            "finishes or rolls it back)" if op.get("interrupted")
+            else f"in progress ({op.get('phase')})")
+        color = ({ROLLED_BACK: "red", FAILED: "red"}.get(str(result), "green")
+                 if op.get("result") else "yellow")
         out.print(f"last op   {escape(str(op.get('kind')))} {short(op.get('from'))} → "
                   f"{short(op.get('to'))}: [{color}]{escape(str(result))}[/]"
                   + (f" at {_when(op.get('finished_at') or op.get('started_at'))}"

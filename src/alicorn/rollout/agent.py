@@ -12,6 +12,7 @@ being undone by the next tick.  A rollback by hand is thus undone only by a new 
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,11 +40,14 @@ REFUSED_RESULTS = (FAILED, ROLLED_BACK)
 
 
 def short(digest: str | None) -> str:
-    """``sha256:0123456789ab`` (or ``-``): enough of a digest to tell it in a line."""
+    """``sha256:0123456789ab`` (or ``-``): enough of a digest to tell it in a line.  What is
+    no digest (a reference an update was refused for) is given whole: cut, it would misname."""
     if not digest:
         return "-"
     algo, _, hexpart = digest.partition(":")
-    return f"{algo}:{hexpart[:12]}" if hexpart else digest[:19]
+    if algo != "sha256" or not re.fullmatch(r"[0-9a-f]{12,64}", hexpart):
+        return digest
+    return f"{algo}:{hexpart[:12]}"
 
 
 class Agent:

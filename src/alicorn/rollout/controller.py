@@ -177,6 +177,9 @@ class Controller:
         self.monitor = monitor or Monitor()
         self.keys = tuple(keys)
         self.store = ModuleStore(settings.database_url, settings.modules_dir)
+        #: The label value that tells this home's containers from another home's module of
+        #: the same name (see :data:`alicorn.rollout.replicas.LABEL_HOME`).
+        self.home = str(Path(settings.modules_dir).resolve())
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -192,14 +195,15 @@ class Controller:
         return trust.verify_image(self.settings, ref, repository=repository, keys=self.keys)
 
     def _open(self, name: str, kind: str, from_digest: str | None, to_digest: str,
-              deadline: float, **data: Any) -> _Op:
+              deadline: float, *, announce: bool = True, **data: Any) -> _Op:
         started = _utcnow()
         op = Operation(id=new_op_id(), module=name, kind=kind, from_digest=from_digest,
                        to_digest=to_digest, phase=VERIFYING, started_at=started,
                        deadline_at=started + timedelta(seconds=deadline))
         self.store.open_op(op, data)
         run = _Op(self, op)
-        self.monitor.step(VERIFYING)
+        if announce:
+            self.monitor.step(VERIFYING)
         return run
 
     def _backends(self, replicas: Sequence[Replica]) -> list[Backend]:
@@ -209,7 +213,7 @@ class Controller:
         """Replica names in use: the database's, podman's, and the proxy's (a name the proxy
         still has for a vanished container must not come back on another port)."""
         taken = {r.name for r in self.store.replicas(name)}
-        taken |= {r.name for r in rp.podman_replicas(name)}
+        taken |= {r.name for r in rp.podman_replicas(name)}   # any home's: names are podman-wide
         module = self.store.get(name)
         if module is not None:
             with contextlib.suppress(Error):
@@ -234,7 +238,8 @@ class Controller:
             self.store.set_phase(run.id, STARTING,
                                  new=[*(r.name for r in started), rname])
             replica = rp.start_replica(module.name, image.digest, facts, name=rname,
-                                       content=content, content_image=content_image)
+                                       content=content, content_image=content_image,
+                                       home=self.home)
             self.store.put_replica(module.name, replica, image=image.ref)
             started.append(replica)
             run.event("start", f"replica {rname} started ({short(image.digest)}, "
@@ -268,15 +273,15 @@ class Controller:
                 states = rp.container_states(list(pending))
                 for name, state in states.items():
                     if state != "running":
-                        raise _Rollback(f"replica {name} stopped before it was ready "
-                                        f"(container {state or 'gone'}; last check: "
-                                        f"{last.get(name, 'none')})")
+                        raise _Rollback(f"replica {name} stopped before it passed its "
+                                        f"readiness check (container {state or 'gone'}; "
+                                        f"last check: {last.get(name, 'none')})")
             if now >= deadline:
                 name = sorted(pending)[0]
                 allowed = (f"the {run.seconds:g} s deadline" if run
                            else f"{now - t0:.0f} s")
-                raise _Rollback(f"replica {name} was not ready within {allowed}: "
-                                f"{last.get(name, 'no check')}")
+                raise _Rollback(f"replica {name} did not pass its readiness check within "
+                                f"{allowed}: {last.get(name, 'no check')}")
             time.sleep(POLL)
 
     def _wait_proxy_up(self, proxy: Proxy, replicas: Sequence[Replica],
@@ -308,6 +313,7 @@ class Controller:
         fails = {r.name: 0 for r in new}
         first: dict[str, float] = {}
         names = set(fails)
+        by_name = {r.name: r for r in new}
         seen_up: set[str] = set()   # a server the proxy had UP, then DOWN, failed
         threshold = max(1, readiness.retries)
         next_state_check = time.monotonic() + 1.0
@@ -335,8 +341,21 @@ class Controller:
                 if s.status.upper() == "UP":
                     seen_up.add(s.name)
                 elif s.status.upper() == "DOWN" and s.name in seen_up:
+                    # One failed real request takes a server out (on-error mark-down), and
+                    # under a heavy load a healthy replica may refuse one connection: that
+                    # is a rollback only when the replica's own readiness check fails too.
+                    confirm = rp.probe(by_name[s.name], readiness,
+                                       timeout=min(readiness.timeout, SOAK_PROBE_TIMEOUT))
+                    if confirm.ok:
+                        seen_up.discard(s.name)
+                        run.event(SOAKING, f"the proxy took {s.name} out"
+                                           + (f" ({s.check})" if s.check else "")
+                                           + "; it passes its readiness check, so the soak "
+                                             "goes on")
+                        continue
                     raise _Rollback(f"replica {s.name} is DOWN in the proxy during the soak"
-                                    + (f" ({s.check})" if s.check else ""),
+                                    + (f" ({s.check})" if s.check else "")
+                                    + f" and fails its readiness check: {confirm.detail}",
                                     detected=time.monotonic(),
                                     first_failure=first.get(s.name))
             now = time.monotonic()
@@ -393,7 +412,7 @@ class Controller:
             with contextlib.suppress(Error):
                 self.proxy(module).stop()
         known = {r.name: r for r in self.store.replicas(name)}
-        for r in rp.podman_replicas(name):
+        for r in rp.podman_replicas(name, self.home):
             known.setdefault(r.name, r)
         images = {self.store.replica_image(n) for n in known}
         if module is not None and module.content_image:
@@ -439,7 +458,9 @@ class Controller:
                                plan=self._plan(spec, trusted, None, [], content_ref,
                                                deploy=True))
             module = self.store.create(spec, content_image=content_ref)
-            run = self._open(name, DEPLOY, None, trusted.digest, deadline, ref=trusted.ref)
+            # Verified already (and said so above): the step is not announced twice.
+            run = self._open(name, DEPLOY, None, trusted.digest, deadline, announce=False,
+                             ref=trusted.ref)
             run.event(VERIFYING, f"{trusted.ref} verified (signed by {trusted.key_id})")
             try:
                 return self._deploy(run, module, trusted, content_ref)
@@ -862,7 +883,7 @@ class Controller:
         # What else podman or the database has of this module goes, now the proxy left it.
         keep_names = {r.name for r in keep}
         others = [r for r in self.store.replicas(name) if r.name not in keep_names]
-        others += [r for r in rp.podman_replicas(name)
+        others += [r for r in rp.podman_replicas(name, self.home)
                    if r.name not in keep_names and r.name not in {o.name for o in others}]
         if others:
             self._remove_replicas(others, run)
@@ -882,7 +903,7 @@ class Controller:
                 state=R_STARTING), image=image.ref)
             replica = rp.start_replica(module.name, image.digest, facts, name=rname,
                                        content=module.spec.content,
-                                       content_image=module.content_image)
+                                       content_image=module.content_image, home=self.home)
             self.store.put_replica(module.name, replica, image=image.ref)
             started.append(replica)
             if run:
@@ -927,6 +948,10 @@ class Controller:
         except Error as e:
             proxy_json["running"], proxy_json["error"] = False, e.message
         op = self.store.last_op(name)
+        op_json = _op_json(op) if op else None
+        if op is not None and op_json is not None and op.finished_at is None:
+            # Unfinished and nobody holds the lock: the run that had it was killed.
+            op_json["interrupted"] = not self.store.locked(name)
         return {
             "module": name, "digest": module.digest, "image": module.image,
             "previous_digest": module.previous_digest, "repository": spec.repository,
@@ -935,7 +960,7 @@ class Controller:
             "replicas": replicas,
             "healthy": sum(1 for r in replicas if r["healthy"] and r["state"] == R_SERVING),
             "history": [h.as_json() for h in self.store.history(name)],
-            "operation": _op_json(op) if op else None,
+            "operation": op_json,
             "events": [e.as_json() for e in self.store.events(name, op.id)] if op else [],
             "proxy": proxy_json,
             "updated_at": module.updated_at.isoformat(),

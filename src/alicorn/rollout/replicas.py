@@ -38,6 +38,9 @@ __all__ = ["ImageFacts", "Probe", "container_states", "image_exists", "image_fac
            "stop_replica"]
 
 WEB, CONTENT = "web", "content"
+#: Which ALICORN_HOME's module a container is (its modules directory): two homes on one host
+#: may each have a module of the same name, and neither may take the other's containers.
+LABEL_HOME = "org.alicorn.home"
 _PORT_ATTEMPTS = 4
 
 
@@ -92,16 +95,19 @@ def replica_name(module: str, digest: str, taken: set[str]) -> str:
     return f"alicorn-{module}-{short}-{n}"
 
 
-def _labels(module: str, replica: str, digest: str, role: str) -> list[str]:
+def _labels(module: str, replica: str, digest: str, role: str,
+            home: str | None = None) -> list[str]:
     return ["--label", f"{LABEL_MODULE}={module}", "--label", f"{LABEL_REPLICA}={replica}",
-            "--label", f"{LABEL_DIGEST}={digest}", "--label", f"{LABEL_ROLE}={role}"]
+            "--label", f"{LABEL_DIGEST}={digest}", "--label", f"{LABEL_ROLE}={role}",
+            *(["--label", f"{LABEL_HOME}={home}"] if home else [])]
 
 
 def start_replica(module: str, digest: str, facts: ImageFacts, *, name: str,
-                  content: ContentSpec | None = None, content_image: str | None = None
-                  ) -> Replica:
+                  content: ContentSpec | None = None, content_image: str | None = None,
+                  home: str | None = None) -> Replica:
     """Start one replica of the (pulled, verified) image ``facts.ref``: its content container
-    first when ``content_image`` is given, then its web container on a free local port."""
+    first when ``content_image`` is given, then its web container on a free local port.
+    ``home``: the :data:`LABEL_HOME` its containers carry."""
     content = content or ContentSpec()
     containers: list[str] = []
     mount: list[str] = []
@@ -117,7 +123,7 @@ def start_replica(module: str, digest: str, facts: ImageFacts, *, name: str,
             holder = f"{name}-content"
             # A created (never started) container is enough: its anonymous volume at the
             # content path is filled from the content image when it is made.
-            podman("create", "--name", holder, *_labels(module, name, digest, CONTENT),
+            podman("create", "--name", holder, *_labels(module, name, digest, CONTENT, home),
                    "--volume", facts.content_path, "--entrypoint", "/bin/true",
                    content_image)
             containers.append(holder)
@@ -128,7 +134,7 @@ def start_replica(module: str, digest: str, facts: ImageFacts, *, name: str,
             try:
                 podman("run", "--detach", "--name", name, *ulimit_args(),
                        "--publish", f"127.0.0.1:{host_port}:{facts.container_port}",
-                       *_labels(module, name, digest, WEB), *mount, facts.ref)
+                       *_labels(module, name, digest, WEB, home), *mount, facts.ref)
             except RunError as e:
                 # Another process took the port between our look and podman's bind.
                 if "address already in use" not in e.message.lower():
@@ -212,17 +218,20 @@ def remove_replica(replica: Replica) -> None:
     remove_containers(replica.containers or (replica.name,))
 
 
-def module_containers(module: str) -> list[dict[str, Any]]:
-    """podman's containers (any state) that carry ``module``'s label and a replica label."""
+def module_containers(module: str, home: str | None = None) -> list[dict[str, Any]]:
+    """podman's containers (any state) that carry ``module``'s label and a replica label;
+    with ``home``, only that home's (and those that name no home: made before the label)."""
     out = podman("ps", "--all", "--format", "json", "--filter", f"label={LABEL_MODULE}={module}")
     found: list[dict[str, Any]] = json.loads(out or "[]") or []
-    return [c for c in found if LABEL_REPLICA in (c.get("Labels") or {})]
+    return [c for c in found if LABEL_REPLICA in (c.get("Labels") or {})
+            and (home is None or (c.get("Labels") or {}).get(LABEL_HOME, home) == home)]
 
 
-def podman_replicas(module: str) -> list[Replica]:
-    """The replicas podman has for ``module``, from their labels (state: podman's)."""
+def podman_replicas(module: str, home: str | None = None) -> list[Replica]:
+    """The replicas podman has for ``module`` (of ``home`` only, when given: see
+    :func:`module_containers`), from their labels (state: podman's)."""
     by_name: dict[str, dict[str, Any]] = {}
-    for c in module_containers(module):
+    for c in module_containers(module, home):
         lab = c.get("Labels") or {}
         name = str(lab[LABEL_REPLICA])
         entry = by_name.setdefault(name, {"digest": lab.get(LABEL_DIGEST, ""), "web": None,

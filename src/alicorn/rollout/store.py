@@ -152,6 +152,23 @@ class ModuleStore:
         finally:
             os.close(fd)   # releases the flock
 
+    def locked(self, name: str) -> bool:
+        """Whether a process holds module ``name``'s lock now (an operation runs).  Asked by
+        taking the lock for an instant: an unfinished journal entry nobody holds was
+        interrupted."""
+        path = self.modules_dir / name / "lock"
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)   # releases it, if taken
+        return False
+
     # -- modules --------------------------------------------------------------------------
 
     def create(self, spec: ModuleSpec, *, readiness: Readiness | None = None,
