@@ -257,6 +257,12 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
         assert proc.returncode == 1
         assert "rolled back" in proc.stderr and "why:" in proc.stderr
 
+        # The broken digest is in the history (its update rolled back) but never served:
+        # rolling "back" to it is refused.
+        proc = cli("rollback", name, "--to", broken, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        assert "never served" in proc.stderr
+
         rc, by_hand = cli.json("rollback", name, timeout=600)
         assert rc == 0, by_hand
         assert by_hand["digest"] == v1

@@ -252,6 +252,10 @@ class Controller:
         replica and its last answer at ``deadline`` (monotonic) or when one stops."""
         pending = {r.name: r for r in replicas}
         last: dict[str, str] = {}
+        # Consecutive client errors (4xx) per replica.  A server still starting refuses
+        # connections or answers 503; one that answers 404 for the readiness path `retries`
+        # times in a row is up and wrong, and waiting out the deadline will not change it.
+        client_errors: dict[str, int] = {}
         t0 = time.monotonic()
         next_state_check = t0 + 1.0
         while pending:
@@ -259,6 +263,14 @@ class Controller:
                 left = max(0.2, deadline - time.monotonic())
                 result = rp.probe(r, readiness, timeout=min(readiness.timeout, left))
                 last[name] = result.detail
+                if result.status is not None and 400 <= result.status < 500:
+                    client_errors[name] = client_errors.get(name, 0) + 1
+                    if client_errors[name] >= max(3, readiness.retries):
+                        raise _Rollback(f"replica {name} did not pass its readiness check: "
+                                        f"{result.detail}, {client_errors[name]} times in "
+                                        "a row (a client error does not go away by waiting)")
+                else:
+                    client_errors.pop(name, None)
                 if result.ok:
                     del pending[name]
                     self.store.set_replicas([name], healthy=True)
@@ -668,13 +680,16 @@ class Controller:
             module = self.store.require(name)
             spec = module.spec
             t0 = time.monotonic()
-            ran = [h.digest for h in self.store.history(name)
-                   if h.result in (DEPLOYED, UPDATED, ROLLED_BACK)
-                   and h.digest.startswith("sha256:")]
+            # The digests that served: deployed or updated to, and the one an update that
+            # rolled back returned to (its entry's own digest is the one that failed).
+            ran = [d for h in self.store.history(name)
+                   for d in ((h.digest,) if h.result in (DEPLOYED, UPDATED)
+                             else (h.from_digest,) if h.result == ROLLED_BACK else ())
+                   if d and d.startswith("sha256:")]
             if to is not None:
                 _repo, target = trust.resolve(self.settings, to, repository=spec.repository)
                 if target not in ran and target != module.previous_digest:
-                    raise BadInput(f"{short(target)} is not in module {name}'s history",
+                    raise BadInput(f"{short(target)} never served module {name}",
                                    hint=f"alicorn status {name} lists its digests; "
                                         f"alicorn update {name} --to moves to a new one")
             else:

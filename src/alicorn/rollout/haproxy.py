@@ -223,8 +223,12 @@ class HAProxy(Proxy):
         # Dynamic servers do not inherit default-server in 2.6: every option is spelled out.
         # observe layer7 + error-limit 1 + on-error mark-down: one failed real request (refused,
         # reset, empty, 5xx) takes the server out at once instead of after `fall` checks.
-        opts = ["check", "inter", str(inter), "fastinter", str(min(inter, 250)),
-                "downinter", str(inter), "rise", "2", "fall", str(max(1, r.retries)),
+        # A server marked down checks again every `fastinter`, not `inter`: on an overloaded
+        # host one refused connection takes a good server out too, and it must come back in
+        # half a second (rise 2), not after two full intervals.
+        fast = str(min(inter, 250))
+        opts = ["check", "inter", str(inter), "fastinter", fast,
+                "downinter", fast, "rise", "2", "fall", str(max(1, r.retries)),
                 "observe", "layer7", "error-limit", "1", "on-error", "mark-down"]
         return [*opts, "backup"] if backup else opts
 

@@ -60,6 +60,7 @@ class Probe:
 
     ok: bool
     detail: str                      # "HTTP 200 for GET /", "connection refused for GET /", …
+    status: int | None = None        # the HTTP status, when the web server answered
 
 
 def pull_image(ref: str) -> None:
@@ -177,7 +178,7 @@ def probe(replica: Replica, readiness: Readiness, *, timeout: float | None = Non
         return Probe(False, f"{reason} for {what}")
     finally:
         conn.close()
-    return Probe(200 <= status < 400, f"HTTP {status} for {what}")
+    return Probe(200 <= status < 400, f"HTTP {status} for {what}", status)
 
 
 def container_states(names: Sequence[str]) -> dict[str, str | None]:
