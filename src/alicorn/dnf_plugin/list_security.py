@@ -423,17 +423,16 @@ def module_reports(inventories: Iterable[Any], advisories: Iterable[Advisory],
     return reports
 
 
-def _repository(reference: str) -> str:
-    """``addr/name`` of an image reference: its tag or digest left out."""
-    name = reference.split("@", 1)[0]
-    return name[:name.rfind(":")] if name.rfind(":") > name.rfind("/") else name
-
-
 def without_replaced_images(refs: Sequence[ModuleRef]) -> list[ModuleRef]:
     """``refs`` without the images an update of an Alicorn module left behind: images no
     container uses, of a repository whose image a deployed module's container (its
     ``org.alicorn.module`` label) runs.  They run nowhere (the module moved on; they are kept
     at most for a rollback), so they are not something the host needs to update."""
+    from alicorn.chain.sigstore import split_reference
+
+    def _repository(reference: str) -> str:
+        return split_reference(reference)[0]
+
     used = {r.image_id for r in refs if r.kind == "podman-container"}
     names = {r.id: r.names for r in refs if r.kind == "podman-image"}
     deployed: set[str] = set()

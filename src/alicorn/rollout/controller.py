@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from alicorn.chain.sigstore import split_reference
 from alicorn.config import Settings
 from alicorn.errors import BadInput, Error, NotFound
 from alicorn.monitor import Monitor
@@ -220,11 +221,12 @@ class Controller:
                 taken |= {s.name for s in self.proxy(module).servers()}
         return taken
 
-    def _start_replicas(self, run: _Op, module: Module, image: TrustedImage,
-                        facts: rp.ImageFacts, count: int, content_image: str | None
-                        ) -> list[Replica]:
-        """Start ``count`` replicas; each is in the database (and the journal's ``new``)
-        before podman runs it, so a kill leaves nothing unknown."""
+    def _start_replicas(self, run: _Op | None, module: Module, image: TrustedImage,
+                        facts: rp.ImageFacts, count: int, content_image: str | None, *,
+                        journal: bool = True) -> list[Replica]:
+        """Start ``count`` replicas; each is in the database (and, with ``journal``, in the
+        journal's ``new`` of the STARTING phase) before podman runs it, so a kill leaves
+        nothing unknown.  ``journal=False`` for a resume, whose phase must stay what it is."""
         started: list[Replica] = []
         taken = self._taken_names(module.name)
         content = module.spec.content
@@ -235,15 +237,17 @@ class Controller:
             placeholder = Replica(name=rname, digest=image.digest, host_port=0,
                                   containers=(rname, *holders), state=R_STARTING)
             self.store.put_replica(module.name, placeholder, image=image.ref)
-            self.store.set_phase(run.id, STARTING,
-                                 new=[*(r.name for r in started), rname])
+            if run and journal:
+                self.store.set_phase(run.id, STARTING,
+                                     new=[*(r.name for r in started), rname])
             replica = rp.start_replica(module.name, image.digest, facts, name=rname,
                                        content=content, content_image=content_image,
                                        home=self.home)
             self.store.put_replica(module.name, replica, image=image.ref)
             started.append(replica)
-            run.event("start", f"replica {rname} started ({short(image.digest)}, "
-                               f"127.0.0.1:{replica.host_port})")
+            if run:
+                run.event("start", f"replica {rname} started ({short(image.digest)}, "
+                                   f"127.0.0.1:{replica.host_port})")
         return started
 
     def _wait_ready(self, run: _Op | None, replicas: Sequence[Replica], readiness: Readiness,
@@ -884,8 +888,9 @@ class Controller:
         if len(keep) < spec.replicas:
             trusted = TrustedImage(ref=facts.ref, digest=digest, repository=spec.repository,
                                    key_id="")
-            keep += self._start_replicas_plain(run, module, trusted, facts,
-                                               spec.replicas - len(keep))
+            keep += self._start_replicas(run, module, trusted, facts,
+                                         spec.replicas - len(keep), module.content_image,
+                                         journal=False)
         self._wait_ready_or_raise(module, keep)
         proxy = self.proxy(module)
         proxy.start()
@@ -904,26 +909,6 @@ class Controller:
             self._remove_replicas(others, run)
             if run:
                 run.event("cleanup", f"removed {', '.join(r.name for r in others)}")
-
-    def _start_replicas_plain(self, run: _Op | None, module: Module, image: TrustedImage,
-                              facts: rp.ImageFacts, count: int) -> list[Replica]:
-        started: list[Replica] = []
-        taken = self._taken_names(module.name)
-        for _ in range(count):
-            rname = rp.replica_name(module.name, image.digest, taken)
-            taken.add(rname)
-            holders = (f"{rname}-content",) if module.content_image else ()
-            self.store.put_replica(module.name, Replica(
-                name=rname, digest=image.digest, host_port=0, containers=(rname, *holders),
-                state=R_STARTING), image=image.ref)
-            replica = rp.start_replica(module.name, image.digest, facts, name=rname,
-                                       content=module.spec.content,
-                                       content_image=module.content_image, home=self.home)
-            self.store.put_replica(module.name, replica, image=image.ref)
-            started.append(replica)
-            if run:
-                run.event("start", f"replica {rname} started (127.0.0.1:{replica.host_port})")
-        return started
 
     def _wait_ready_or_raise(self, module: Module, replicas: Sequence[Replica]) -> None:
         try:
@@ -1046,8 +1031,7 @@ def _tag_of(ref: str) -> str | None:
     """The tag of ``addr/name:tag`` (None for digests, build ids and untagged names)."""
     if "@" in ref or ref.startswith("sha256:"):
         return None
-    last = ref.rsplit("/", 1)[-1]
-    return last.split(":", 1)[1] if ":" in last else None
+    return split_reference(ref)[1]
 
 
 __all__ = ["PLANNED", "UNCHANGED", "Controller", "Outcome"]

@@ -30,7 +30,12 @@ from typing import Any
 from alicorn.chain import attach, dsse, provenance
 from alicorn.chain.dsse import KeyLookup
 from alicorn.chain.keys import KeyRing, PinnedKeys, PublicKey, SigningKeyError
-from alicorn.chain.sigstore import POLICY_JSON, SignatureError, verify_image_signature
+from alicorn.chain.sigstore import (
+    POLICY_JSON,
+    SignatureError,
+    split_reference,
+    verify_image_signature,
+)
 from alicorn.config import Settings
 from alicorn.digest import Digest, is_digest
 from alicorn.errors import NotFound, RegistryError
@@ -49,18 +54,15 @@ def _split(settings: Settings, text: str) -> tuple[str, str, str | None, str | N
     """``(addr, name, tag, digest)`` of ``[addr/]name[:tag][@digest]``; the home's registry
     when the first component is not a host (docker's rule: it has a '.' or a ':', or is
     ``localhost``)."""
-    rest, at, digest = text.partition("@")
-    if at and not is_digest(digest):
-        raise NoSuchImage(f"{text!r}: {digest!r} is not a sha256 digest",
+    rest, tag, digest = split_reference(text)
+    if "@" in text and not (digest and is_digest(digest)):
+        raise NoSuchImage(f"{text!r}: {digest or ''!r} is not a sha256 digest",
                           hint="a digest is sha256: and 64 hex digits")
     first, slash, path = rest.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
         addr, rest = first, path
     else:
         addr = settings.registry
-    tag = None
-    if ":" in rest.rsplit("/", 1)[-1]:
-        rest, tag = rest.rsplit(":", 1)
     if not rest:
         raise NoSuchImage(f"{text!r} names no repository",
                           hint="addr/name@sha256:…, addr/name:tag, name:tag, sha256:… or a "
