@@ -176,3 +176,42 @@ def pony_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PonyImages
         yield PonyImages(cli, example, builds)
     finally:
         cli.down()
+
+
+# -- what podman has of a module (the rollout tests) ----------------------------------------------
+
+ROLLOUT_LABEL = "org.alicorn.module"
+
+
+def podman_containers(module: str | None = None) -> list[dict[str, Any]]:
+    """``podman ps -a --format json``: every container, or only ``module``'s (its
+    ``org.alicorn.module`` label), running or not."""
+    args = ["podman", "ps", "-a", "--format", "json"]
+    if module is not None:
+        args += ["--filter", f"label={ROLLOUT_LABEL}={module}"]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    found: list[dict[str, Any]] = json.loads(out or "[]") or []
+    return found
+
+
+def images_used_elsewhere(module: str) -> set[str]:
+    """The ids of the images a container that is not one of ``module``'s runs (another
+    test's, from the same bytes: podman keeps that image, and list-security rightly lists
+    it, under whichever of its names comes first)."""
+    return {str(c.get("ImageID")) for c in podman_containers()
+            if (c.get("Labels") or {}).get(ROLLOUT_LABEL) != module}
+
+
+def remove_module(cli: Cli, name: str) -> None:
+    """``alicorn undeploy``, then whatever container of the module is left, by force."""
+    cli("undeploy", name, timeout=180)
+    ids = [str(c["Id"]) for c in podman_containers(name)]
+    if ids:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
+
+
+def page(port: int, *, timeout: float = 10) -> str:
+    """The body ``GET http://127.0.0.1:PORT/`` answers."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as resp:
+        return str(resp.read().decode("utf-8", "replace"))

@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 
 from alicorn.rollout.load import Load, LoadResult
-from conftest import ROLLOUT_GOOD_PAGE, PonyImages, free_port, require
+from conftest import (
+    ROLLOUT_GOOD_PAGE,
+    PonyImages,
+    free_port,
+    images_used_elsewhere,
+    podman_containers,
+    require,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +38,7 @@ DNF = "/usr/bin/dnf"
 
 
 def _containers(module: str) -> set[str]:
-    out = subprocess.run(["podman", "ps", "-a", "--filter", f"label={LABEL}={module}",
-                          "--format", "json"], check=True, capture_output=True, text=True).stdout
-    return {str(c["Names"][0]) for c in json.loads(out or "[]")}
-
-
-def _images_used_elsewhere(module: str) -> set[str]:
-    """Image ids that containers other than ``module``'s run (other tests', maybe from the
-    same bytes: podman then keeps the image, and list-security rightly lists it)."""
-    out = subprocess.run(["podman", "ps", "-a", "--format", "json"], capture_output=True,
-                         text=True).stdout
-    return {str(c.get("ImageID")) for c in json.loads(out or "[]")
-            if (c.get("Labels") or {}).get(LABEL) != module}
+    return {str(c["Names"][0]) for c in podman_containers(module)}
 
 
 class ListSecurity:
@@ -72,12 +68,12 @@ class ListSecurity:
         but ``module`` runs."""
         env = {**os.environ, "ALICORN_HOME": str(self.pony.cli.home), "LC_ALL": "C.UTF-8"}
         env.pop("ALICORN_DATABASE_URL", None)
-        elsewhere = _images_used_elsewhere(module)
+        elsewhere = images_used_elsewhere(module)
         proc = subprocess.run([*self.argv, "-q", "list-security", "--modules", "--json",
                                f"--feed={self.pony.example / 'repo'}"], capture_output=True,
                               text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr
-        elsewhere |= _images_used_elsewhere(module)
+        elsewhere |= images_used_elsewhere(module)
         found = [e for e in json.loads(proc.stdout) if isinstance(e.get("module"), dict)]
         return [e for e in found if e["module"]["name"] in containers
                 or (str(e["module"]["name"]).startswith(self.pony.repository)

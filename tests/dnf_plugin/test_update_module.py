@@ -27,7 +27,7 @@ from alicorn.dnf_plugin.update_module import (
 )
 from alicorn.inventory.targets import ModuleRef
 from alicorn.rollout.controller import Outcome
-from conftest import PonyImages, free_port, require
+from conftest import PonyImages, free_port, images_used_elsewhere, podman_containers, require
 
 DNF = "/usr/bin/dnf"
 LABEL = "org.alicorn.module"
@@ -161,9 +161,7 @@ def test_bad_arguments_and_a_missing_home_are_dnf_errors(dnf: Dnf, tmp_path: Pat
 
 
 def _containers(name: str) -> list[str]:
-    out = subprocess.run(["podman", "ps", "-a", "--filter", f"label={LABEL}={name}",
-                          "--format", "json"], check=True, capture_output=True, text=True).stdout
-    return [str(c["Names"][0]) for c in json.loads(out or "[]")]
+    return [str(c["Names"][0]) for c in podman_containers(name)]
 
 
 @dataclass(frozen=True)
@@ -243,25 +241,15 @@ def test_an_unknown_module_is_a_dnf_error_naming_it(dnf: Dnf, pony_images: PonyI
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def _images_used_elsewhere(module: str) -> set[str]:
-    """The ids of the images a container that is not one of ``module``'s runs (another
-    test's, from the same bytes: podman keeps that image, and list-security rightly lists
-    it, under whichever of its names comes first)."""
-    out = subprocess.run(["podman", "ps", "-a", "--format", "json"], capture_output=True,
-                         text=True).stdout
-    return {str(c.get("ImageID")) for c in json.loads(out or "[]")
-            if (c.get("Labels") or {}).get(LABEL) != module}
-
-
 def _module_entries(dnf: Dnf, pony_images: PonyImages, module: str,
                     containers: set[str]) -> list[dict[str, Any]]:
     """The ``list-security --modules --json`` findings of ``containers`` and of the images of
     the pony's repository that nothing but ``module`` runs."""
-    elsewhere = _images_used_elsewhere(module)
+    elsewhere = images_used_elsewhere(module)
     proc = dnf("-q", "list-security", "--modules", "--json",
                f"--feed={pony_images.example / 'repo'}", home=pony_images.cli.home, check=True)
     # Before and after: other tests start and remove containers while the listing runs.
-    elsewhere |= _images_used_elsewhere(module)
+    elsewhere |= images_used_elsewhere(module)
     entries = [e for e in json.loads(proc.stdout) if isinstance(e.get("module"), dict)]
     return [e for e in entries if e["module"]["name"] in containers
             or (str(e["module"]["name"]).startswith(pony_images.repository)

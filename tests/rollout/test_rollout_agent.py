@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +15,17 @@ from typing import Any
 import pytest
 
 from alicorn.monitor import Monitor
-from conftest import ALICORN, ROLLOUT_GOOD_PAGE, Cli, PonyImages, free_port, require
+from conftest import (
+    ALICORN,
+    ROLLOUT_GOOD_PAGE,
+    Cli,
+    PonyImages,
+    free_port,
+    page,
+    podman_containers,
+    remove_module,
+    require,
+)
 
 LABEL = "org.alicorn.module"
 REPOSITORY = "pony-rpm"
@@ -36,25 +45,9 @@ class Recorder(Monitor):
 
 
 def _containers(name: str) -> list[dict[str, str]]:
-    listed = subprocess.run(
-        ["podman", "ps", "-a", "--filter", f"label={LABEL}={name}", "--format", "json"],
-        check=True, capture_output=True, text=True).stdout
     return [{"name": c["Names"][0],
              "digest": (c.get("Labels") or {}).get("org.alicorn.digest", "")}
-            for c in json.loads(listed or "[]")]
-
-
-def _clean(cli: Cli, name: str) -> None:
-    cli("undeploy", name, timeout=180)
-    ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label={LABEL}={name}"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
-
-
-def _page(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-        return str(resp.read().decode("utf-8", "replace"))
+            for c in podman_containers(name)]
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -136,7 +129,7 @@ def test_the_agent_applies_the_image_the_tag_names_now(pony_images: PonyImages,
         assert status["digest"] == v2
         assert [h["result"] for h in status["history"]] == ["deployed", "updated"]
         assert {c["digest"] for c in _containers(name)} == {v2}
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
 
         # Nothing moved since: one more pass does nothing.
         proc = cli("agent", name, "--once", "--json", timeout=300)
@@ -155,7 +148,7 @@ def test_the_agent_applies_the_image_the_tag_names_now(pony_images: PonyImages,
         assert cli.json("status", name)[1]["digest"] == v1
         assert {c["digest"] for c in _containers(name)} == {v1}
     finally:
-        _clean(cli, name)
+        remove_module(cli, name)
 
 
 @pytest.mark.integration
@@ -198,7 +191,7 @@ def test_an_untrusted_image_under_the_tag_is_refused_once(pony_images: PonyImage
         assert [h["digest"] for h in failed] == [unsigned]
         assert any("agent: refused" in e["message"] for e in status["events"]), status
         assert {c["digest"] for c in _containers(name)} == {v1}
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
 
         # Not tried again: by the same agent, by a new one (a restart), by `agent --once`.
         assert agent.tick() == []
@@ -217,9 +210,9 @@ def test_an_untrusted_image_under_the_tag_is_refused_once(pony_images: PonyImage
         assert [(o.result, o.digest) for o in outcomes] == [("updated", v2)], outcomes
         assert name not in agent.refused
         assert {c["digest"] for c in _containers(name)} == {v2}
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
     finally:
-        _clean(cli, name)
+        remove_module(cli, name)
 
 
 def test_the_agent_and_the_controller_agree_on_unchanged() -> None:

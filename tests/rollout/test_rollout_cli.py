@@ -6,40 +6,31 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import ROLLOUT_GOOD_PAGE, Cli, PonyImages, free_port, require
+from conftest import (
+    ROLLOUT_GOOD_PAGE,
+    Cli,
+    PonyImages,
+    free_port,
+    page,
+    podman_containers,
+    remove_module,
+    require,
+)
 
 LABEL = "org.alicorn.module"
 
 
 def _containers(name: str) -> list[dict[str, str]]:
     """Every container (running or not) of module ``name``, with its digest label."""
-    listed = subprocess.run(
-        ["podman", "ps", "-a", "--filter", f"label={LABEL}={name}", "--format", "json"],
-        check=True, capture_output=True, text=True).stdout
     return [{"name": c["Names"][0], "state": str(c.get("State", "")),
              "digest": (c.get("Labels") or {}).get("org.alicorn.digest", "")}
-            for c in json.loads(listed or "[]")]
-
-
-def _clean(cli: Cli, name: str) -> None:
-    cli("undeploy", name, timeout=180)
-    ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label={LABEL}={name}"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
-
-
-def _page(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as resp:
-        return str(resp.read().decode("utf-8", "replace"))
+            for c in podman_containers(name)]
 
 
 def _listening(port: int) -> bool:
@@ -122,7 +113,7 @@ def test_a_busy_port_is_named_and_nothing_runs(pony_images: PonyImages, module_n
             assert _containers(module_name) == []
             assert cli("status", module_name).returncode == 2
         finally:
-            _clean(cli, module_name)
+            remove_module(cli, module_name)
 
 
 @pytest.mark.integration
@@ -157,7 +148,7 @@ def test_an_image_that_does_not_verify_never_runs(pony_images: PonyImages, modul
             assert _containers(module_name) == [], image
             assert cli("status", module_name).returncode == 2
     finally:
-        _clean(cli, module_name)
+        remove_module(cli, module_name)
 
 
 # -- a module's life ------------------------------------------------------------------------------
@@ -176,7 +167,7 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
                                 timeout=600)
         assert rc == 0, deployed
         assert deployed["result"] == "deployed" and deployed["digest"] == v1
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
 
         rc, status = cli.json("status", name)
         assert rc == 0
@@ -206,7 +197,7 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
         rc, updated = cli.json("update", name, "--to", v2, "--soak", "3", timeout=600)
         assert rc == 0, updated
         assert updated["result"] == "updated" and updated["digest"] == v2
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
         status = cli.json("status", name)[1]
         assert status["digest"] == v2
         assert [(h["digest"], h["result"]) for h in status["history"]] == [
@@ -226,7 +217,7 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
         assert proc.returncode == 0, proc.stderr
         resumed = json.loads(proc.stdout.splitlines()[-1])
         assert [(o["module"], o["digest"]) for o in resumed] == [(name, v2)]
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
         assert {c["state"] for c in _containers(name)} == {"running"}
 
         # The same digest again: nothing to do.
@@ -240,7 +231,7 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
         back = json.loads(proc.stdout.splitlines()[-1])
         assert back["result"] == "rolled_back" and back["digest"] == v2
         assert back["to"] == broken and back["reason"]
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
         status = cli.json("status", name)[1]
         assert status["digest"] == v2
         last = status["history"][-1]
@@ -266,7 +257,7 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
         rc, by_hand = cli.json("rollback", name, timeout=600)
         assert rc == 0, by_hand
         assert by_hand["digest"] == v1
-        assert ROLLOUT_GOOD_PAGE in _page(port)
+        assert ROLLOUT_GOOD_PAGE in page(port)
         status = cli.json("status", name)[1]
         assert status["digest"] == v1
         assert status["history"][-1]["result"] == "rolled_back"
@@ -285,4 +276,4 @@ def test_deploy_update_roll_back_by_itself_and_by_hand_undeploy(
         assert cli("status", name).returncode == 2
         assert all(m["name"] != name for m in cli.json("modules")[1])
     finally:
-        _clean(cli, name)
+        remove_module(cli, name)

@@ -4,10 +4,8 @@ pony images from the local registry, a steady load that counts every failed requ
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import subprocess
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,13 +23,12 @@ from alicorn.rollout.load import Load
 from alicorn.rollout.model import (
     DEPLOYED,
     FAILED,
-    LABEL_MODULE,
     LABEL_ROLE,
     ROLLED_BACK,
     UPDATED,
     ContentSpec,
 )
-from conftest import ROLLOUT_GOOD_PAGE, PonyImages, free_port, require
+from conftest import ROLLOUT_GOOD_PAGE, PonyImages, free_port, page, podman_containers, require
 
 pytestmark = pytest.mark.integration
 
@@ -44,15 +41,11 @@ def _podman(*args: str) -> str:
 
 
 def _containers(module: str) -> list[dict[str, object]]:
-    out = _podman("ps", "--all", "--format", "json", "--filter", f"label={LABEL_MODULE}={module}")
-    found: list[dict[str, object]] = json.loads(out or "[]") or []
-    return found
+    return podman_containers(module)
 
 
 def _page(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-        body: str = resp.read().decode()
-        return body
+    return page(port, timeout=5)
 
 
 class Modules:

@@ -5,13 +5,11 @@ the journal with the right result."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 
@@ -24,13 +22,12 @@ from alicorn.rollout.model import (
     DEPLOYED,
     DRAINING,
     LABEL_DIGEST,
-    LABEL_MODULE,
     ROLLED_BACK,
     SOAKING,
     STARTING,
     UPDATED,
 )
-from conftest import ROLLOUT_GOOD_PAGE, PonyImages, free_port, require
+from conftest import ROLLOUT_GOOD_PAGE, PonyImages, free_port, page, podman_containers, require
 
 pytestmark = pytest.mark.integration
 
@@ -41,9 +38,7 @@ def _podman(*args: str) -> str:
 
 
 def _containers(module: str) -> list[dict[str, object]]:
-    out = _podman("ps", "--all", "--format", "json", "--filter", f"label={LABEL_MODULE}={module}")
-    found: list[dict[str, object]] = json.loads(out or "[]") or []
-    return found
+    return podman_containers(module)
 
 
 def _digests(module: str) -> set[str]:
@@ -51,9 +46,7 @@ def _digests(module: str) -> set[str]:
 
 
 def _page(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-        body: str = resp.read().decode()
-        return body
+    return page(port, timeout=5)
 
 
 @pytest.fixture
