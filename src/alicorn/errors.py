@@ -99,3 +99,8 @@ class NotFound(BadInput):
 
 class RunError(Error):
     """Starting or checking a module with podman failed."""
+
+
+class Conflict(BadInput):
+    """What was asked cannot be done in the thing's present state (a finished build's sealed
+    record cannot change; a build that ended cannot be cancelled)."""

@@ -38,12 +38,34 @@ def _settings() -> Any:
 @click.option("--detach", is_flag=True,
               help="Run in the background (log: $ALICORN_HOME/run/worker.log; "
                    "`alicorn down` stops it).")
+@click.option("--listen", metavar="HOST:PORT",
+              help="Where the HTTP API and the pages answer (default: `alicorn api config "
+                   "listen`, 127.0.0.1:8440).")
+@click.option("--no-api", is_flag=True, help="Serve no HTTP API or pages.")
+@click.option("--api-only", is_flag=True,
+              help="Serve only the HTTP API and the pages (no builds, no watching): a "
+                   "second front end for a home whose service runs elsewhere.")
 def serve(interval: float, once: bool, dry_run: bool, no_watch: bool,
-          idle_exit: float | None, detach: bool) -> None:
+          idle_exit: float | None, detach: bool, listen: str | None, no_api: bool,
+          api_only: bool) -> None:
     """Run the rebuild service: watch the images' repositories and the watched feeds, turn
     new security advisories into events, rebuild, test, gate and publish the affected images,
-    and run queued builds.  One service per ALICORN_HOME; SIGTERM stops it."""
+    and run queued builds; and serve the HTTP API and the pages (builds, provenance, logs,
+    advisories, events, modules) on 127.0.0.1:8440.  One service per ALICORN_HOME; SIGTERM
+    stops it."""
     settings = _settings()
+    if api_only and no_api:
+        from alicorn.errors import BadInput
+
+        raise BadInput("--api-only and --no-api contradict each other")
+    if api_only:
+        from alicorn.web.server import ApiServer
+
+        server = ApiServer.for_home(settings, listen=listen)
+        click.echo(f"alicorn API and pages on {server.url} (anonymous reads "
+                   f"{'on' if server.config.anonymous_read else 'off'})", err=True)
+        server.run()
+        return
     if detach:
         from alicorn import daemon
         from alicorn.worker.local import lock_holder, start_service, worker_running
@@ -62,14 +84,27 @@ def serve(interval: float, once: bool, dry_run: bool, no_watch: bool,
                        + (f" (pid {running})" if running else "")
                        + "; `alicorn down` stops it", err=True)
             sys.exit(EXIT_FAILED)
-        pid = start_service(settings, idle_exit=idle_exit, interval=interval)
+        pid = start_service(settings, idle_exit=idle_exit, interval=interval,
+                            api=not no_api, listen=listen)
         click.echo(f"alicorn service started (pid {pid}); log: "
                    f"{settings.run_dir / 'worker.log'}")
         return
     from alicorn.events.service import serve as run
 
-    code = run(settings, interval=interval, once=once, dry_run=dry_run, watch=not no_watch,
-               idle_exit=idle_exit)
+    api = None
+    if not (no_api or once or dry_run):
+        from alicorn.web.server import ApiServer
+
+        api = ApiServer.for_home(settings, listen=listen)
+        api.start()
+        click.echo(f"alicorn API and pages on {api.url} (anonymous reads "
+                   f"{'on' if api.config.anonymous_read else 'off'})", err=True)
+    try:
+        code = run(settings, interval=interval, once=once, dry_run=dry_run,
+                   watch=not no_watch, idle_exit=idle_exit)
+    finally:
+        if api is not None:
+            api.stop()
     if code:
         sys.exit(code)
 

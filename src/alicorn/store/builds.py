@@ -46,6 +46,10 @@ class Submission:
     options: dict[str, Any] | None = None
     # Why the rebuild service asked for it (BuildRow.trigger), written with the row.
     trigger: dict[str, Any] | None = None
+    # Who asks (default: the local user@host); through the API, the token's name ...
+    submitter: str | None = None
+    # ... and the token's id (BuildRow.submitted_token: whose build it is to cancel).
+    token: str | None = None
 
 
 class BuildStore:
@@ -56,7 +60,8 @@ class BuildStore:
         user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
         row = BuildRow(
             id=new_build_id(), state=QUEUED, created_at=now(), argv=sub.argv,
-            submitter=f"{user}@{os.uname().nodename}", source_kind=sub.source_kind,
+            submitter=sub.submitter or f"{user}@{os.uname().nodename}",
+            submitted_token=sub.token, source_kind=sub.source_kind,
             source_url=sub.source_url, source_ref=sub.source_ref,
             recipe_path=sub.recipe_path, recipe_content=sub.recipe_content,
             options=sub.options or {}, published=False, trigger=sub.trigger,
@@ -101,6 +106,17 @@ class BuildStore:
                 row.packages.append(PackageRow(
                     type=p.type, name=p.name, version=p.version, arch=p.arch, source=p.source,
                     checksum=p.checksum, purl=p.purl))
+
+    def request_cancel(self, build_id: str, by: str) -> BuildRow:
+        """Cancel a build on behalf of ``by``: a queued one ends at once (failed, "cancelled
+        by BY before it started"; no worker will claim it), a running one gets its cancel
+        request recorded and the worker running it stops within a second or two and records
+        it as failed ("cancelled by BY").  A build that has ended raises Conflict (its record
+        is sealed).  Returns the row as it is after the request.
+
+        OWNER: helper "cancel" (issue 7).
+        """
+        raise NotImplementedError
 
     def get(self, build_id: str) -> BuildRow:
         with self._sessions() as s:

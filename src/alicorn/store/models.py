@@ -53,6 +53,11 @@ class BuildRow(Base):
     # {"tests": "passed"|"failed"|"skipped"|None, "gate": ..., "fixed": ...}: the checks run
     # before publishing (details in the build's sealed files).
     checks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Migration 0008: the API token (its id) that submitted the build, and a cancel request
+    # (when, by whom); the worker running the build stops at once when it sees one.
+    submitted_token: Mapped[str | None] = mapped_column(String(16))
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(128))
 
     packages: Mapped[list[PackageRow]] = relationship(
         back_populates="build", cascade="all, delete-orphan", order_by="PackageRow.id")

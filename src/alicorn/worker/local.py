@@ -49,15 +49,21 @@ def ensure_worker(settings: Settings) -> None:
     (alicorn.events.service); it exits after 15 idle minutes."""
     if worker_running(settings) or daemon.read_pid(settings.run_dir / "worker.pid") is not None:
         return
-    start_service(settings, idle_exit=900)
+    # Started for a build: no HTTP API (`alicorn serve` serves one when asked).
+    start_service(settings, idle_exit=900, api=False)
 
 
 def start_service(settings: Settings, *, idle_exit: float | None = None,
-                  interval: float | None = None) -> int:
+                  interval: float | None = None, api: bool = True,
+                  listen: str | None = None) -> int:
     """Start ``alicorn serve`` detached (pid file ``run/worker.pid``, log ``run/worker.log``);
     returns its pid."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "alicorn", "serve"]
+    if not api:
+        argv.append("--no-api")
+    elif listen is not None:
+        argv += ["--listen", listen]
     if idle_exit is not None:
         argv += ["--idle-exit", f"{idle_exit:g}"]
     if interval is not None:

@@ -1,0 +1,94 @@
+"""Serving the web application with uvicorn: in the foreground (``alicorn serve --api-only``)
+or in a thread beside the rebuild service (``alicorn serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+
+from alicorn.config import Settings
+from alicorn.errors import Error
+from alicorn.web.model import ApiConfig, load_api_config
+
+
+@dataclass
+class ApiServer:
+    """One uvicorn server for one ALICORN_HOME."""
+
+    settings: Settings
+    config: ApiConfig = field(default_factory=ApiConfig)
+    _server: object | None = None
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def for_home(cls, settings: Settings, *, listen: str | None = None) -> ApiServer:
+        config = load_api_config(settings)
+        if listen is not None:
+            config.set("listen", listen, where="--listen")
+        return cls(settings, config)
+
+    @property
+    def url(self) -> str:
+        host, port = self.config.address()
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/"
+
+    def _uvicorn(self) -> object:
+        import uvicorn
+
+        from alicorn.web.app import create_app
+
+        host, port = self.config.address()
+        app = create_app(self.settings, self.config)
+        return uvicorn.Server(uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False,
+            lifespan="off", server_header=False, timeout_graceful_shutdown=5))
+
+    def run(self) -> None:
+        """Serve in the foreground until SIGINT/SIGTERM."""
+        server = self._uvicorn()
+        self._check_port()
+        server.run()  # type: ignore[attr-defined]
+
+    def start(self, *, timeout: float = 15.0) -> None:
+        """Serve in a background thread; returns once it listens (Error if it cannot)."""
+        self._check_port()
+        server = self._uvicorn()
+        self._server = server
+
+        def run() -> None:
+            # A thread of its own, with its own event loop; uvicorn installs no signal
+            # handlers outside the main thread, so SIGTERM stays the service's.
+            asyncio.run(server.serve())  # type: ignore[attr-defined]
+
+        self._thread = threading.Thread(target=run, name="alicorn-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not getattr(server, "started", False):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise Error(f"the API did not start on {self.config.listen}",
+                            hint="the service's log says why; --listen picks another "
+                                 "address, --no-api serves none")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True  # type: ignore[attr-defined]
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _check_port(self) -> None:
+        import socket
+
+        host, port = self.config.address()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                raise Error(f"cannot listen on {self.config.listen}: {e.strerror}",
+                            hint="--listen HOST:PORT picks another address (or `alicorn api "
+                                 "config listen HOST:PORT`); --no-api serves none") from e
