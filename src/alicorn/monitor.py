@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,15 @@ class Monitor:
 
 
 class FileMonitor(Monitor):
-    """Appends progress events as JSON lines to a file that others follow."""
+    """Appends progress events as JSON lines to a file that others follow.
 
-    def __init__(self, path: Path):
+    ``before_step`` is called with the name of each step before it begins; it may raise to
+    stop the work there (a cancelled build stops at its next step boundary).
+    """
+
+    def __init__(self, path: Path, *, before_step: Callable[[str], None] | None = None):
         self.path = path
+        self.before_step = before_step
         self._lock = threading.Lock()
         self._last_progress = 0.0
         self._f = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 (lives with self)
@@ -45,6 +51,8 @@ class FileMonitor(Monitor):
             self._f.write(json.dumps(event, sort_keys=True) + "\n")
 
     def step(self, name: str, total: int | None = None) -> None:
+        if self.before_step is not None:
+            self.before_step(name)
         self._emit({"event": "step", "name": name, "total": total})
 
     def progress(self, done: int, total: int | None = None, detail: str | None = None) -> None:

@@ -3,6 +3,12 @@
 The argv is logged (to the build log when there is one), the output is captured into that log
 line by line, and a failure raises a typed :class:`~alicorn.errors.ToolError` that carries the
 argv, the exit status and the tail of the output.
+
+Work that may be cancelled from another thread (a build: ``alicorn cancel``) runs inside a
+:class:`Stopper` (``with stopper.active(): ...``): every command started meanwhile is registered
+with it, and :meth:`Stopper.stop` terminates them (SIGTERM, so that mmdebstrap and dnf undo
+their mounts; SIGKILL a few seconds later) and makes the interrupted :func:`run` raise
+:class:`Cancelled` instead of a tool failure.
 """
 
 from __future__ import annotations
@@ -16,11 +22,13 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import IO
 
-from alicorn.errors import ToolError, ToolMissing
+from alicorn.errors import Error, ToolError, ToolMissing
 
 _TAIL_LINES = 40
 _PR_SET_PDEATHSIG = 1
@@ -58,6 +66,78 @@ class BuildLog:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class Cancelled(Error):
+    """The work was cancelled on someone's request; the message says by whom."""
+
+
+class Stopper:
+    """The commands :func:`run` started for one piece of work (a build), so that another
+    thread can stop them all.  Thread safe."""
+
+    def __init__(self, grace: float = 5.0):
+        self.grace = grace
+        self.reason: str | None = None
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def stopped(self) -> bool:
+        return self.reason is not None
+
+    @contextmanager
+    def active(self) -> Iterator[Stopper]:
+        """Register the commands this thread starts meanwhile with this stopper."""
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+
+    def _add(self, proc: subprocess.Popen[bytes]) -> bool:
+        """Register ``proc``; False (and it is terminated) when the stopper has stopped."""
+        with self._lock:
+            if self.reason is None:
+                self._procs.add(proc)
+                return True
+        proc.terminate()  # a no-op once it has ended
+        return False
+
+    def _discard(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` once the work is stopped."""
+        if self.reason is not None:
+            raise Cancelled(self.reason)
+
+    def stop(self, reason: str, *, log: BuildLog | None = None) -> int:
+        """Stop the work: SIGTERM every command running now, SIGKILL those still alive after
+        ``grace`` seconds; returns how many there were.  Later commands are not started."""
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            procs = list(self._procs)
+        for proc in procs:
+            if log is not None and proc.poll() is None:
+                argv = proc.args if isinstance(proc.args, list) else [proc.args]
+                log.write(f"stopping pid {proc.pid}: {shlex.join(str(a) for a in argv)}")
+            proc.terminate()  # a no-op once it has ended
+        deadline = time.monotonic() + self.grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                if log is not None:
+                    log.write(f"pid {proc.pid} is still running after {self.grace:g} s: "
+                              f"killing it")
+                proc.kill()
+        return len(procs)
+
+
+_current: ContextVar[Stopper | None] = ContextVar("alicorn_stopper", default=None)
 
 
 def _die_with_parent() -> None:
@@ -98,6 +178,9 @@ def run(
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
+    stopper = _current.get()
+    if stopper is not None:
+        stopper.check()  # a cancelled build starts nothing more
     if log:
         log.write("$ " + shlex.join(args))
     try:
@@ -114,6 +197,8 @@ def run(
         raise ToolMissing(f"{args[0]} is not installed", argv=args,
                           hint="run scripts/bootstrap to install what Alicorn needs") from e
 
+    if stopper is not None:
+        stopper._add(proc)
     out: list[str] = []
     err: list[str] = []
     tail: deque[str] = deque(maxlen=_TAIL_LINES)
@@ -156,10 +241,17 @@ def run(
         proc.kill()
         proc.wait()
         raise
+    finally:
+        if stopper is not None:
+            stopper._discard(proc)
     for t in readers:
         t.join()
     if log:
         log.write(f"exit status {rc}", stream=what)
+    if stopper is not None and stopper.stopped and rc != 0:
+        # It was stopped, not broken: say so rather than report a tool failure.
+        assert stopper.reason is not None
+        raise Cancelled(stopper.reason, hint=f"{what} was stopped (exit status {rc})")
     result = subprocess.CompletedProcess(args, rc, "".join(out), "".join(err))
     if check and rc != 0:
         output = "\n".join(tail)

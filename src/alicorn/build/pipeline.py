@@ -11,14 +11,24 @@ never leaves a half-published image behind.  The build log ends before the prove
 ``checks.log``, what publishing does to ``publish.log``.  A build its checks fail keeps its
 candidate's digest (the image stays in the local store, unpublished).  Every build, failed
 ones too, ends with a sealed record in the transparency log.
+
+A build can be cancelled while it runs (``alicorn cancel``, the API): a thread polls the
+build's row for a cancel request; on one it stops the command running now (proc.Stopper:
+SIGTERM, then SIGKILL) and the build stops at its next step boundary, or as soon as the stopped
+command returns, and ends failed ("cancelled by WHO") with its logs closed and its record sealed
+like any failed build.  Once publishing has begun a cancel no longer stops the build: it is
+recorded ("cancel requested by WHO during publishing: finishing" in publish.log) and the build
+finishes, so that nothing is left half-published.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import traceback
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +59,7 @@ from alicorn.fs import remove_tree
 from alicorn.image.layer import PathState, snapshot, write_diff_layer, write_layer
 from alicorn.image.oci import new_layout, read_manifest, store_layout, write_image
 from alicorn.monitor import FileMonitor
-from alicorn.proc import BuildLog
+from alicorn.proc import BuildLog, Cancelled, Stopper
 from alicorn.recipe import Recipe, load_recipe, parse_recipe
 from alicorn.registry.client import RegistryClient
 from alicorn.registry.local import Registry
@@ -58,6 +68,10 @@ from alicorn.store.builds import DONE, FAILED, BuildStore
 from alicorn.store.models import BuildRow
 
 BUILDER_ID = f"alicorn/{__version__}"
+# How often the worker looks for a cancel request of the build it runs, in seconds.
+CANCEL_POLL = 0.5
+
+__all__ = ["BUILDER_ID", "Build", "Cancelled", "Outcome"]
 
 
 @dataclass
@@ -66,6 +80,12 @@ class Outcome:
     digest: str | None = None
     image: str | None = None
     error: str | None = None
+
+
+def _note(log: BuildLog, line: str) -> None:
+    """Write to ``log`` from another thread than the build's, unless the build closed it."""
+    with suppress(ValueError):  # closed meanwhile
+        log.write(line)
 
 
 class Build:
@@ -81,7 +101,14 @@ class Build:
         self.files = BuildFiles(self.dir)
         self.log = BuildLog(self.dir / BUILD_LOG)
         self.chain = Chain(settings)
-        self.monitor = FileMonitor(self.dir / "progress.jsonl")
+        # Cancelling: the commands of this build (stopped on a request), who cancelled it,
+        # and whether a request can still stop it (not once publishing has begun).
+        self.stopper = Stopper()
+        self._cancel_lock = threading.Lock()
+        self._cancelled: tuple[str, str] | None = None   # (by, at)
+        self._cancel_open = True
+        self.monitor = FileMonitor(self.dir / "progress.jsonl",
+                                   before_step=lambda _name: self.stopper.check())
         self.options: dict[str, Any] = dict(row.options or {})
 
     # -- the steps -------------------------------------------------------------------------
@@ -226,12 +253,17 @@ class Build:
         self._record: dict[str, Any] = {}
         self._checks: checks.CheckState | None = None
         self._candidate: str | None = None
+        watching = threading.Event()
+        watcher = threading.Thread(target=self._watch_cancel, args=(watching,), daemon=True,
+                                   name=f"cancel-watch-{self.row.id}")
+        watcher.start()
         try:
             trigger = self.options.get("trigger", self.row.trigger)
             if trigger is not None and not isinstance(trigger, dict):
                 raise Error(f"the build's trigger must be an object, not {trigger!r}")
             self._extra["trigger"] = trigger
-            outcome = self._run()
+            with self.stopper.active():
+                outcome = self._run()
         except checks.ChecksFailed as e:
             # The candidate stays in the local store, unpublished, under its digest, so that
             # whoever asked for the build can name what failed.
@@ -248,6 +280,20 @@ class Build:
         except Exception:
             self.log.write(traceback.format_exc())
             outcome = Outcome(FAILED, error="internal error in the worker; see the build log")
+        # No request stops the build from here on; the watcher may still be stopping a
+        # command: its log lines go before the logs close.
+        with self._cancel_lock:
+            self._cancel_open = False
+            cancelled = self._cancelled
+        watching.set()
+        watcher.join(timeout=self.stopper.grace + 5)
+        if cancelled is not None:
+            # Whatever the stopped step reported (a killed tool, an interrupted fetch), the
+            # reason the build ended is the cancel.
+            by, at = cancelled
+            outcome = Outcome(FAILED, error=f"cancelled by {by}")
+            self._record["cancel"] = {"requested_by": by, "requested_at": at,
+                                      "stopped": True}
         if outcome.state != DONE:
             # Free the space first: a build that failed on a full disk must still be recorded.
             remove_tree(self.work)
@@ -274,6 +320,45 @@ class Build:
 
     _publish_log: BuildLog | None = None
     _checks_log: BuildLog | None = None
+
+    # -- cancelling ------------------------------------------------------------------------
+    def _watch_cancel(self, watching: threading.Event) -> None:
+        """Poll the build's row for a cancel request until ``watching`` is set; on one, stop
+        the build (or, once publishing has begun, only record it)."""
+        while not watching.wait(CANCEL_POLL):
+            try:
+                request = self.store.cancel_request(self.row.id)
+            except Exception:  # a busy or vanished database (any driver's error): ask again
+                continue
+            if request is None:
+                continue
+            at, by = request[0].isoformat() + "Z", request[1]
+            with self._cancel_lock:
+                if not self._cancel_open:
+                    self._record["cancel"] = {"requested_by": by, "requested_at": at,
+                                              "stopped": False}
+                    if self._publish_log is not None:
+                        _note(self._publish_log,
+                              f"cancel requested by {by} during publishing: finishing")
+                    return
+                self._cancelled = (by, at)
+            # The build log, or the checks log once the build log has ended.
+            log = self._checks_log if self.log.closed and self._checks_log else self.log
+            _note(log, f"cancel requested by {by} at {at}: stopping the build")
+            self.monitor.message(f"cancel requested by {by}: stopping")
+            self.stopper.stop(f"cancelled by {by}", log=None if log.closed else log)
+            return
+
+    def _begin_publishing(self) -> None:
+        """From here a cancel no longer stops the build (nothing may be half-published);
+        raises Cancelled when one came before."""
+        log = self.publish_log  # made here: the watcher writes to it and must not make it
+        with self._cancel_lock:
+            if self._cancelled is not None:
+                raise Cancelled(f"cancelled by {self._cancelled[0]}")
+            self._cancel_open = False
+        log.write("publishing: a cancel requested from now on is recorded, and the build "
+                  "finishes")
 
     @property
     def checks_log(self) -> BuildLog:
@@ -445,6 +530,7 @@ class Build:
         from alicorn.chain.gpgsign import GpgKeyRing, default_lookaside_dir, sign_manifest
         from alicorn.chain.sigstore import sign_image
 
+        self._begin_publishing()
         self.monitor.step("publish")
         log = self.publish_log
         registry = Registry(self.settings)

@@ -176,6 +176,68 @@ def wait(ident: str, as_json: bool, timeout: float | None) -> None:
         sys.exit(EXIT_FAILED)
 
 
+@cli.command()
+@click.argument("ident", metavar="BUILD")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+@click.option("--timeout", type=float, default=30, show_default=True,
+              help="Wait this many seconds for a running build to stop.")
+def cancel(ident: str, as_json: bool, timeout: float) -> None:
+    """Cancel a queued or running BUILD (id, id prefix or image digest).
+
+    A queued build ends at once; a running one is stopped by its worker (within a second or
+    two; once it publishes, it finishes).  A build that has ended cannot be cancelled
+    (exit 2): its record is sealed.
+    """
+    import os
+    import pwd
+    import time
+
+    from alicorn.cli.follow import result_json
+    from alicorn.store.builds import FINAL, QUEUED, RUNNING
+    from alicorn.worker.local import reap, worker_running
+
+    settings = _settings()
+    store = _store(settings)
+    before = store.resolve(ident)
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER") or \
+        pwd.getpwuid(os.getuid()).pw_name
+    row = store.request_cancel(before.id, f"{user}@{os.uname().nodename}")
+    if row.state not in FINAL:
+        if before.cancel_requested_at is not None:
+            said = (f"cancel already requested by {row.cancel_requested_by}; the worker "
+                    f"stops it")
+        else:
+            said = "cancel requested; the worker stops it"
+        if not as_json:
+            err.print(f"build {row.id}: {said}", highlight=False)
+        deadline = time.monotonic() + timeout
+        while row.state == RUNNING and time.monotonic() < deadline:
+            time.sleep(0.2)
+            row = store.get(row.id)
+            if row.state == RUNNING and not worker_running(settings):
+                reap(settings, store)  # its worker died: that ends it too
+    elif before.state == QUEUED:
+        said = "cancelled (it had not started)"
+    else:  # it was claimed and ended between the look-up and the request
+        said = "cancel requested; the worker stopped it"
+    stopped = row.state in FINAL and (row.error or "").startswith("cancelled by")
+    if as_json:
+        print(json.dumps({**result_json(row, settings), "cancelled": stopped,
+                          "cancel_requested_by": row.cancel_requested_by,
+                          "message": said}, sort_keys=True))
+    elif before.state == QUEUED and stopped:
+        out.print(f"build {row.id}: {said}", highlight=False)
+    elif row.state in FINAL:
+        out.print(f"build {row.id}: {row.state}: {row.error or row.digest or ''}".rstrip(),
+                  highlight=False)
+    else:
+        err.print(f"build {row.id} is still running after {timeout:g} s; the worker stops "
+                  f"it at its next step (alicorn wait {row.id})", highlight=False)
+    if not stopped:
+        # Still running, or it finished after all (the cancel came while it published).
+        sys.exit(EXIT_FAILED)
+
+
 def _build_for(settings: Settings, ident: str) -> Any:
     """The build behind a digest, a build id, or an image reference (asked of the registry)."""
     if "/" in ident and not ident.startswith("sha256:"):

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 
 from alicorn.compose.interface import Package
-from alicorn.errors import BadInput, NotFound
+from alicorn.errors import BadInput, Conflict, NotFound
 from alicorn.store.db import session_factory
 from alicorn.store.models import BuildRow, PackageRow
 
@@ -114,9 +114,49 @@ class BuildStore:
         it as failed ("cancelled by BY").  A build that has ended raises Conflict (its record
         is sealed).  Returns the row as it is after the request.
 
-        OWNER: helper "cancel" (issue 7).
+        Only the first request on a running build counts: a second returns the row as it is.
+        ``build_id`` is an exact id (resolve() first for a prefix or a digest).
         """
-        raise NotImplementedError
+        # Each step is one conditional UPDATE, so a claim (conditional on queued too) and a
+        # cancel never both win; whichever lost sees the other's state on the next turn.
+        for _ in range(3):
+            row = self.get(build_id)
+            stamp = now()
+            where: tuple[ColumnElement[bool], ...]
+            if row.state == QUEUED:
+                where = (BuildRow.id == build_id, BuildRow.state == QUEUED)
+                values: dict[str, Any] = dict(
+                    state=FAILED, finished_at=stamp,
+                    error=f"cancelled by {by} before it started",
+                    cancel_requested_at=stamp, cancel_requested_by=by)
+            elif row.state == RUNNING:
+                if row.cancel_requested_at is not None:
+                    return row
+                where = (BuildRow.id == build_id, BuildRow.state == RUNNING,
+                         BuildRow.cancel_requested_at.is_(None))
+                values = dict(cancel_requested_at=stamp, cancel_requested_by=by)
+            else:
+                entry = (f"; its record is sealed in the transparency log (entry "
+                         f"{row.record_index}) and cannot change"
+                         if row.record_index is not None else "; its record is final")
+                raise Conflict(f"build {build_id} has ended ({row.state}){entry}",
+                               hint="only a queued or running build can be cancelled")
+            with self._sessions.begin() as s:
+                changed = s.execute(  # type: ignore[attr-defined]
+                    update(BuildRow).where(*where).values(**values)).rowcount
+            if changed == 1:
+                return self.get(build_id)
+        raise BadInput(f"build {build_id} keeps changing state; try again")
+
+    def cancel_request(self, build_id: str) -> tuple[datetime, str] | None:
+        """When and by whom a cancel of the build was requested (None: not requested); a light
+        query for the worker that polls it."""
+        with self._sessions() as s:
+            got = s.execute(select(BuildRow.cancel_requested_at, BuildRow.cancel_requested_by)
+                            .where(BuildRow.id == build_id)).first()
+        if got is None or got[0] is None:
+            return None
+        return got[0], got[1] or "someone"
 
     def get(self, build_id: str) -> BuildRow:
         with self._sessions() as s:

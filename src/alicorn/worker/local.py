@@ -124,7 +124,11 @@ def reap(settings: Settings, store: BuildStore) -> int:
             continue
         if parts[2:] == ["group"]:
             _stop_group(pid)
-        store.finish(row.id, FAILED, error=f"the worker ({host}:{pid}) died during the build")
+        died = f"the worker ({host}:{pid}) died during the build"
+        if row.cancel_requested_by:
+            # It was being cancelled: that is why it ended, whatever stopped the worker.
+            died = f"cancelled by {row.cancel_requested_by} ({died})"
+        store.finish(row.id, FAILED, error=died)
         remove_tree(settings.work_dir / row.id)
         reaped += 1
     return reaped
