@@ -43,8 +43,9 @@ def _settings() -> Any:
                    "listen`, 127.0.0.1:8440).")
 @click.option("--no-api", is_flag=True, help="Serve no HTTP API or pages.")
 @click.option("--api-only", is_flag=True,
-              help="Serve only the HTTP API and the pages (no builds, no watching): a "
-                   "second front end for a home whose service runs elsewhere.")
+              help="Serve only the HTTP API and the pages (no builds, no watching), e.g. "
+                   "beside the worker a build started; with --detach in the background "
+                   "(log: $ALICORN_HOME/run/api.log).")
 def serve(interval: float, once: bool, dry_run: bool, no_watch: bool,
           idle_exit: float | None, detach: bool, listen: str | None, no_api: bool,
           api_only: bool) -> None:
@@ -62,6 +63,11 @@ def serve(interval: float, once: bool, dry_run: bool, no_watch: bool,
         from alicorn.web.server import ApiServer
 
         server = ApiServer.for_home(settings, listen=listen)
+        if detach:
+            pid = server.spawn()
+            click.echo(f"alicorn API and pages on {server.url} (pid {pid}; log: "
+                       f"{settings.run_dir / 'api.log'}; `alicorn down` stops it)")
+            return
         click.echo(f"alicorn API and pages on {server.url} (anonymous reads "
                    f"{'on' if server.config.anonymous_read else 'off'})", err=True)
         server.run()

@@ -73,6 +73,39 @@ class ApiServer:
                                  "address, --no-api serves none")
             time.sleep(0.05)
 
+    def spawn(self, *, timeout: float = 20.0) -> int:
+        """Start ``alicorn serve --api-only`` detached (pid file ``run/api.pid``, log
+        ``run/api.log``); returns its pid once it answers (Error naming the log if not)."""
+        import sys
+        import urllib.request
+
+        from alicorn import daemon
+
+        pidfile = self.settings.run_dir / "api.pid"
+        running = daemon.read_pid(pidfile)
+        if running is not None:
+            raise Error(f"the API of {self.settings.home} is already served (pid {running})",
+                        hint="`alicorn down` stops it")
+        self._check_port()
+        log = self.settings.run_dir / "api.log"
+        pid = daemon.spawn([sys.executable, "-m", "alicorn", "serve", "--api-only",
+                            "--listen", self.config.listen], pidfile=pidfile, logfile=log,
+                           env={"ALICORN_HOME": str(self.settings.home)})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return pid
+            except OSError:
+                pass
+            if not daemon.alive(pid):
+                break
+            time.sleep(0.2)
+        daemon.stop(pidfile)
+        raise Error(f"the API did not start on {self.config.listen}", where=str(log),
+                    hint="its log says why")
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True  # type: ignore[attr-defined]
