@@ -864,6 +864,8 @@ def _register() -> None:
     from alicorn.cli.events import events
     from alicorn.cli.scan import scan
     cli.add_command(advisories)
+    from alicorn.cli.api import api  # alicorn.web: tokens, audit trail, settings
+    cli.add_command(api)
     cli.add_command(events)
     cli.add_command(scan)
     from alicorn.cli.serve import serve, watch  # the rebuild service (alicorn.events)
