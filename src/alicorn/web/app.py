@@ -231,6 +231,7 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
                             "service's log has the details)")
 
     app.include_router(api.router, prefix=API_PREFIX)
+    app.include_router(api.health_router, include_in_schema=False)
     app.include_router(pages.router)
     pages.mount_static(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
