@@ -144,3 +144,36 @@ def run_demo(settings: Settings, *, port: int | None, example: Path | None,
     console.print(f"pony answers on port {port}: two replicas behind HAProxy. "
                   "Update it with `alicorn update pony`, remove it with "
                   "`alicorn undeploy pony`.", highlight=False)
+    _web(settings, first, console)
+
+
+def _web(settings: Settings, build: dict[str, Any], console: Console) -> None:
+    """The pages and the HTTP API, in the background (a demo run before this one may have
+    left them serving): the build found by its digest, verified, and its page."""
+    from alicorn.web.model import load_api_config
+    from alicorn.web.server import ApiServer
+
+    url = ApiServer.detached_url(settings)
+    if url is None:
+        host, web_port = load_api_config(settings).address()
+        listen = f"{host}:{web_port if _port_free(web_port) else free_port()}"
+        console.print(f"$ alicorn serve --api-only --detach --listen {listen}",
+                      highlight=False, style="bold")
+        server = ApiServer.for_home(settings, listen=listen)
+        server.spawn()
+        url = server.url
+    console.print(f"$ curl {url}api/v1/trace/{build['digest']}", highlight=False, style="bold")
+    with urllib.request.urlopen(f"{url}api/v1/trace/{build['digest']}", timeout=60) as resp:
+        trace = json.loads(resp.read())
+    verification = trace.get("verification") or {}
+    console.print(f"build {trace['id']}: {trace['state']}, provenance "
+                  f"{'verified' if verification.get('verified') else 'NOT VERIFIED'}",
+                  highlight=False)
+    if trace["id"] != build["build_id"] or not verification.get("verified"):
+        raise Error("the API does not find the pony's build by its digest, verified")
+    with urllib.request.urlopen(f"{url}builds/{build['build_id']}", timeout=60) as resp:
+        if build["digest"] not in resp.read().decode():
+            raise Error("the build's page does not show its digest")
+    console.print(f"the pages: {url} (the pony's build: {url}builds/{build['build_id']}); "
+                  "`alicorn api token create NAME --role submitter` makes a token to submit "
+                  "builds there; `alicorn down` stops everything.", highlight=False)

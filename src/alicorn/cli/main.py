@@ -780,7 +780,7 @@ def worker(once: bool, idle_exit: float | None) -> None:
 @cli.command()
 def down() -> None:
     """Stop the modules' proxies and containers (state kept: `alicorn resume` starts them
-    again), the local worker and the local registry."""
+    again), the local worker (the service), the API served apart and the local registry."""
     from alicorn.chain.gpgsign import GpgKeyRing
     from alicorn.registry.local import Registry
     from alicorn.worker.local import stop_worker
@@ -796,12 +796,15 @@ def down() -> None:
         except Error as e:  # the worker and the registry are stopped all the same
             problem = e
     w = stop_worker(settings)
+    from alicorn import daemon
+    api = daemon.stop(settings.run_dir / "api.pid")   # `alicorn serve --api-only --detach`
     r = Registry(settings).stop()
     GpgKeyRing(settings.keys_dir).stop_agent()  # signing started it; it would outlive us
     modules = ("" if not deployed else ", modules: could not stop them all" if problem else
                ", modules stopped (state kept; `alicorn resume` starts them)")
     out.print(f"worker {'stopped' if w else 'not running'}, "
-              f"registry {'stopped' if r else 'not running'}{modules}")
+              + ("API stopped, " if api else "")
+              + f"registry {'stopped' if r else 'not running'}{modules}")
     if problem is not None:
         err.print(f"[bold red]error:[/] {problem.diagnostics()}", highlight=False)
         sys.exit(problem.exit_code)

@@ -96,6 +96,7 @@ class ApiServer:
             try:
                 with urllib.request.urlopen(self.url + "healthz", timeout=2) as answer:
                     if answer.status == 200:
+                        (self.settings.run_dir / "api.url").write_text(self.url + "\n")
                         return pid
             except OSError:
                 pass
@@ -105,6 +106,18 @@ class ApiServer:
         daemon.stop(pidfile)
         raise Error(f"the API did not start on {self.config.listen}", where=str(log),
                     hint="its log says why")
+
+    @staticmethod
+    def detached_url(settings: Settings) -> str | None:
+        """The URL of the API ``spawn`` started for ``settings``, if it still runs."""
+        from alicorn import daemon
+
+        if daemon.read_pid(settings.run_dir / "api.pid") is None:
+            return None
+        try:
+            return (settings.run_dir / "api.url").read_text().strip() or None
+        except OSError:
+            return None
 
     def stop(self) -> None:
         if self._server is not None:
