@@ -439,7 +439,7 @@ def test_a_submitter_submits_through_the_form(cli: Cli, tmp_path: Path) -> None:
     assert (row.submitter, row.submitted_token) == ("page-submitter", token_id)
     assert (row.source_kind, row.source_url, row.source_ref, row.recipe_path) == \
         ("git", str((sources / "r").resolve()), "main", "broken.yaml")
-    assert row.argv[:3] == ["alicorn-api", "POST", "/api/v1/builds"]
+    assert row.argv[:3] == ["alicorn-api", "POST", "/submit"]  # the form, as recorded
     assert row.options.get("no_cache") is True
     shown = page(client.get(f"/builds/{build_id}", headers=as_cookie(submitter)))
     assert text(shown, "who-name") == "page-submitter"

@@ -34,6 +34,7 @@ from alicorn.digest import canonical_json
 from alicorn.errors import BadInput, Error
 from alicorn.events.model import EVENT_STATES
 from alicorn.store.builds import FINAL, Submission
+from alicorn.store.models import BuildRow
 from alicorn.web import auth, queries
 from alicorn.web.app import WebContext, context, error_body, status_of
 from alicorn.web.model import (
@@ -545,6 +546,37 @@ def _source_url(ctx: WebContext, given: str) -> str:
     return str(resolved)
 
 
+def submit_build(ctx: WebContext, who: Principal, body: SubmitIn, *,
+                 via: str = f"{API_PREFIX}/builds") -> BuildRow:
+    """Queue the build ``body`` asks for on behalf of ``who``: the checks of its source, ref
+    and recipe, the rate limit, the recorded argv (``alicorn-api POST VIA <the body as
+    canonical JSON>``), then a worker is started unless one runs.  The API's POST /builds
+    and the pages' submit form both queue builds through here; auditing is the caller's."""
+    url = _source_url(ctx, body.source.git)
+    _check_ref(body.source.ref)
+    _check_recipe(body.source.recipe)
+    # Counted once the request is one that would be queued: a typo costs no turn.
+    ctx.limiter.take(who)
+    options: dict[str, Any] = {"no_cache": body.options.no_cache, "no_push": False,
+                               "compression_level": 1}
+    if body.options.skip_checks:
+        options["skip_checks"] = True
+    if body.options.source_date_epoch is not None:
+        options["source_date_epoch"] = body.options.source_date_epoch
+    argv = ["alicorn-api", "POST", via, canonical_json(body.model_dump()).decode()]
+    row = ctx.builds.submit(Submission(
+        argv=argv, source_kind="git", source_url=url, source_ref=body.source.ref,
+        recipe_path=body.source.recipe, options=options, submitter=who.name,
+        token=who.token_id))
+    from alicorn.worker.local import ensure_worker
+
+    try:
+        ensure_worker(ctx.settings)
+    except Error as e:  # queued all the same: the next worker takes it
+        log.warning("cannot start the worker for build %s: %s", row.id, e.diagnostics())
+    return row
+
+
 @router.post("/builds", status_code=202, response_model=Submitted,
              responses=errors(400, 401, 403, 413, 429), tags=["builds"])
 def submit(request: Request, ctx: Ctx, who: Submitter,
@@ -552,41 +584,19 @@ def submit(request: Request, ctx: Ctx, who: Submitter,
     """Queue a build of the recipe at ``source.recipe`` in the git repository ``source.git``
     at ``source.ref`` (role submitter; rate limited per token)."""
     try:
-        url = _source_url(ctx, body.source.git)
-        _check_ref(body.source.ref)
-        _check_recipe(body.source.recipe)
-        # Counted once the request is one that would be queued: a typo costs no turn.
-        ctx.limiter.take(who)
+        row = submit_build(ctx, who, body)
     except Error as e:
         status = status_of(e)
-        _audit(request, who, "build.submit", target=None, outcome="refused", status=status,
+        _audit(request, who, "build.submit", target=None,
+               outcome="refused" if status < 500 else "failed", status=status,
                detail=e.message)
         raise
-    options: dict[str, Any] = {"no_cache": body.options.no_cache, "no_push": False,
-                               "compression_level": 1}
-    if body.options.skip_checks:
-        options["skip_checks"] = True
-    if body.options.source_date_epoch is not None:
-        options["source_date_epoch"] = body.options.source_date_epoch
-    argv = ["alicorn-api", "POST", f"{API_PREFIX}/builds",
-            canonical_json(body.model_dump()).decode()]
-    try:
-        row = ctx.builds.submit(Submission(
-            argv=argv, source_kind="git", source_url=url, source_ref=body.source.ref,
-            recipe_path=body.source.recipe, options=options, submitter=who.name,
-            token=who.token_id))
     except Exception as e:
-        _audit(request, who, "build.submit", target=None, outcome="failed",
-               status=status_of(e) if isinstance(e, Error) else 500, detail=_describe(e))
+        _audit(request, who, "build.submit", target=None, outcome="failed", status=500,
+               detail=_describe(e))
         raise
     _audit(request, who, "build.submit", target=row.id, outcome="ok", status=202,
-           detail=f"{url} {body.source.ref} {body.source.recipe}")
-    from alicorn.worker.local import ensure_worker
-
-    try:
-        ensure_worker(ctx.settings)
-    except Error as e:  # queued all the same: the next worker takes it
-        log.warning("cannot start the worker for build %s: %s", row.id, e.diagnostics())
+           detail=f"{row.source_url} {row.source_ref} {row.recipe_path}")
     location = f"{API_PREFIX}/builds/{row.id}"
     return JSONResponse({"build_id": row.id, "state": row.state, "url": location},
                         status_code=202, headers={"Location": location})

@@ -31,9 +31,8 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from alicorn.digest import canonical_json
 from alicorn.errors import BadInput, Error, NotFound
-from alicorn.store.builds import FINAL, Submission
+from alicorn.store.builds import FINAL
 from alicorn.web import auth, queries
 from alicorn.web.app import WebContext, status_of
 from alicorn.web.model import (
@@ -400,15 +399,11 @@ def translog_page(request: Request) -> HTMLResponse:
 # -- submitting ------------------------------------------------------------------------------
 def submit_build(ctx: WebContext, who: Principal, git: str, ref: str, recipe: str, *,
                  no_cache: bool = False) -> str:
-    """Queue a build from the submit form as POST /api/v1/builds queues one — the same
-    checks of the source, ref and recipe (alicorn.web.api's), the same rate limit, options
-    and recorded argv — and return its id.
-
-    TODO(api): one public submission function in alicorn.web.api for both."""
+    """Queue a build from the submit form through the API's own submission
+    (alicorn.web.api.submit_build: the same checks, rate limit and options); its id."""
     from pydantic import ValidationError
 
     from alicorn.web import api
-    from alicorn.worker.local import ensure_worker
 
     fields = {"git": git.strip(), "ref": ref.strip(), "recipe": recipe.strip()}
     limits = {"git": 2048, "ref": 256, "recipe": 1024}
@@ -424,22 +419,8 @@ def submit_build(ctx: WebContext, who: Principal, git: str, ref: str, recipe: st
                             options=api.OptionsIn(no_cache=no_cache))
     except ValidationError as e:
         raise BadInput(f"the form is not a build: {e.errors()[0].get('msg')}") from None
-    url = api._source_url(ctx, body.source.git)
-    api._check_ref(body.source.ref)
-    api._check_recipe(body.source.recipe)
-    ctx.limiter.take(who)
-    argv = ["alicorn-api", "POST", f"{API_PREFIX}/builds",
-            canonical_json(body.model_dump()).decode()]
-    row = ctx.builds.submit(Submission(
-        argv=argv, source_kind="git", source_url=url, source_ref=body.source.ref,
-        recipe_path=body.source.recipe,
-        options={"no_cache": no_cache, "no_push": False, "compression_level": 1},
-        submitter=who.name, token=who.token_id))
-    try:
-        ensure_worker(ctx.settings)
-    except Error as e:  # queued all the same: the next worker takes it
-        log.warning("cannot start the worker for build %s: %s", row.id, e.diagnostics())
-    return row.id
+    row = api.submit_build(ctx, who, body, via="/submit")
+    return str(row.id)
 
 
 @router.get("/submit")
