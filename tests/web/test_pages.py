@@ -527,3 +527,177 @@ def test_pages_are_not_in_the_openapi_document(home: Settings) -> None:
     paths = client_for(home).get("/api/v1/openapi.json").json()["paths"]
     assert not [p for p in paths if p.split("/")[1] in
                 ("builds", "submit", "login", "logout", "search", "advisories", "static")]
+
+
+# -- what the review of the pages found --------------------------------------------------------
+def _ended_build(home: Settings, state: str, logs: dict[str, str], **values: Any) -> str:
+    """A build of ``home`` that ran and ended ``state`` having written only ``logs``."""
+    builds = BuildStore(home.database_url)
+    row = builds.submit(Submission(argv=["alicorn", "build", "r.yaml"], source_kind="file",
+                                   recipe_path="/tmp/r.yaml", recipe_content="name: r\n"))
+    assert builds.claim_next("test") is not None
+    directory = home.build_dir(row.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in logs.items():
+        (directory / name).write_text(content)
+    builds.finish(row.id, state, **values)
+    return row.id
+
+
+def test_only_the_logs_written_are_linked(home: Settings) -> None:
+    failed = _ended_build(home, "failed", {"build.log": "composing\nfailed: no such package\n"},
+                          error="no such package")
+    unpushed = _ended_build(home, "done", {"build.log": "built\n", "checks.log": "passed\n"},
+                            digest="sha256:" + "ab" * 32, published=False)
+    client = client_for(home)
+    for build_id, written in ((failed, {"build.log"}), (unpushed, {"build.log", "checks.log"})):
+        assert {x["name"] for x in queries.logs(ctx(client), build_id)} == written
+        shown = client.get(f"/builds/{build_id}")
+        page(shown)
+        linked = {h.rsplit("/", 1)[1] for h in page(shown).links
+                  if h.startswith(f"/builds/{build_id}/logs/")}
+        assert linked == written, (build_id, linked)
+        log = page(client.get(f"/builds/{build_id}/logs/build.log"))
+        others = {h.rsplit("/", 1)[1] for h in log.links
+                  if h.startswith(f"/builds/{build_id}/logs/")}
+        assert others == written - {"build.log"}, (build_id, others)
+    # A link to a log never written (an old bookmark) is a 404 page saying why.
+    missing = page(client.get(f"/builds/{failed}/logs/checks.log"), 404)
+    assert text(missing, "error") == \
+        f"build {failed} has no checks.log: it failed before its checks"
+    assert "build.log" in text(missing, "hint")
+    missing = page(client.get(f"/builds/{unpushed}/logs/publish.log"), 404)
+    assert "its image was not pushed" in text(missing, "error")
+    assert page(client.get(f"/builds/{unpushed}/logs/checks.log"))   # written: shown
+
+
+def test_outputs_are_labelled_not_raw(home: Settings) -> None:
+    base = _ended_build(home, "done", {"build.log": "base\n"}, digest="sha256:" + "ba" * 32,
+                        published=True, image_ref="registry.invalid/base@sha256:" + "ba" * 32)
+    first = _ended_build(home, "done", {"build.log": "first\n"}, digest="sha256:" + "cd" * 32)
+    digest = "sha256:" + "cd" * 32
+    layer = {"digest": "sha256:" + "1e" * 32, "diff_id": "sha256:" + "d1" * 32, "size": 2048}
+    reused = _ended_build(home, "done", {"build.log": "reused\n"}, digest=digest,
+                          published=False, cached_from=first, base_digest="sha256:" + "ba" * 32,
+                          outputs={"manifest": digest, "config": "sha256:" + "cf" * 32,
+                                   "layers": [layer]})
+    client = client_for(home)
+    response = client.get(f"/builds/{reused}")
+    parsed = page(response)
+    outputs = text(parsed, "outputs")
+    for raw in ("base_digest", "cached_from", "published", "True", "False", "None", "{'",
+                "manifest", "config"):
+        assert raw not in outputs, (raw, outputs)
+    assert text(parsed, "output-published") == "no"
+    assert text(parsed, "output-reused").startswith(f"the image of build {first}")
+    assert f'href="/builds/{first}"' in response.text
+    assert text(parsed, "output-config") == "sha256:" + "cf" * 32
+    assert "Config digest" in outputs and "Image reference" in outputs
+    assert "2.0 KiB" in text(parsed, "layers") and "1e1e1e1e1e1e" in text(parsed, "layers")
+    # The base image is an input: its digest, and the build of this store that made it.
+    assert text(parsed, "base-image") == f"sha256:{'ba' * 32} built by {base}"
+    assert "Base image" in text(parsed, "inputs")
+    published = page(client.get(f"/builds/{base}"))
+    assert text(published, "output-published").startswith("yes")
+    # No page prints a Python value: no True/False/None/dict repr in any build page.
+    for build_id in (base, first, reused):
+        body = client.get(f"/builds/{build_id}").text
+        words = _Words()
+        words.feed(body)
+        for raw in ("True", "False", "None", "{'", "':"):
+            assert raw not in words.text, (build_id, raw)
+
+
+class _Words(HTMLParser):
+    """A page's text (no markup)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text = ""
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def test_search_not_found_keeps_what_was_searched(home: Settings) -> None:
+    client = client_for(home)
+    missing = "sha256:" + "0" * 64
+    nothing = page(client.get("/search", params={"q": f" {missing} "}), 404)
+    assert nothing.ids["search-q"]["value"] == missing
+    evil = page(client.get("/search", params={"q": EVIL}), 404)
+    assert evil.ids["search-q"]["value"] == EVIL       # as typed, through an escaped attribute
+    assert EVIL not in client.get("/search", params={"q": EVIL}).text
+    # Other pages' search boxes start empty, even with a q of their own.
+    assert page(client.get("/advisories", params={"q": "x"})).ids["search-q"]["value"] == ""
+
+
+def test_event_page_leads_with_the_images(cli: Cli, tmp_path: Path) -> None:
+    from alicorn.events.model import DONE, FAILED
+    from alicorn.events.store import EventStore
+
+    feed = tmp_path / "updateinfo.xml"
+    feed.write_text(UPDATEINFO)
+    cli("advisories", "import", str(feed), check=True)
+    settings = load_settings(cli.home)
+    old = _ended_build(settings, "done", {"build.log": "old\n"}, digest="sha256:" + "0d" * 32)
+    new = _ended_build(settings, "done", {"build.log": "new\n"}, digest="sha256:" + "9e" * 32)
+    store = EventStore(settings.database_url)
+    (event,) = store.discover()
+    with store.transaction() as s:
+        ok = store.add_rebuild(s, image="pony", old_build_id=old, old_digest="sha256:" + "0d" * 32,
+                               advisories=["TEST-2026-0001"], parent_id=None,
+                               reason="busybox 1.35.0-1 < 1.36.0-1.fc40 (TEST-2026-0001)")
+        store.set_rebuild(s, ok, DONE, build_id=new, new_digest="sha256:" + "9e" * 32,
+                          tests="passed", gate="passed")
+        bad = store.add_rebuild(s, image="other", old_build_id=None, old_digest=None,
+                                advisories=["TEST-2026-0001"], parent_id=None, reason="planned")
+        store.set_rebuild(s, bad, FAILED, reason="cannot submit: the recipe is gone")
+        store.link(s, [(event.id, ok.id), (event.id, bad.id)])
+    client = client_for(settings)
+    data = queries.event(ctx(client), event.id)
+    by_image = {r["image"]: r for r in data["rebuilds"]}
+    assert by_image["pony"]["error"] is None
+    assert by_image["pony"]["reason"].startswith("busybox 1.35.0-1 <")
+    assert by_image["other"]["error"] == "cannot submit: the recipe is gone"
+    assert by_image["other"]["reason"] == "cannot submit: the recipe is gone"
+    api = client.get(f"/api/v1/events/{event.id}", headers={"Accept": "application/json"})
+    assert {r["image"]: r["error"] for r in api.json()["rebuilds"]} == \
+        {"pony": None, "other": "cannot submit: the recipe is gone"}
+    response = client.get(f"/events/{event.id}")
+    parsed = page(response)
+    # The feed document's digest is named for what it is, not shown as an image digest.
+    assert "Feed document sha256" in text(parsed, "event-advisory")
+    assert data["digest"] in text(parsed, "feed-digest")
+    assert 'class="digest"' not in response.text.split('id="feed-digest"', 1)[1][:200]
+    main = response.text.split("<main>", 1)[1]
+    assert main.index('id="rebuilds"') < main.index('id="feed-digest"')
+    rebuilds = text(parsed, "rebuilds")
+    assert "9e9e9e9e9e9e" in rebuilds and new in rebuilds and old in rebuilds
+    assert "2 images to rebuild" in text(parsed, "event-summary")
+    assert "TEST-2026-0001" in text(parsed, "event-summary")
+
+
+def test_module_page_shows_the_recorded_containers(home: Settings) -> None:
+    from alicorn.rollout.model import ModuleSpec, Replica
+    from alicorn.rollout.store import ModuleStore
+
+    store = ModuleStore(home.database_url, home.modules_dir)
+    name = "page-pony"
+    digest = "sha256:" + "5e" * 32
+    built = _ended_build(home, "done", {"build.log": "x\n"}, digest=digest)
+    store.create(ModuleSpec(name=name, repository="registry.invalid/pony", port=18081))
+    store.set_serving(name, digest=digest, image=f"registry.invalid/pony@{digest}",
+                      previous_digest=None)
+    store.put_replica(name, Replica(name=f"{name}-a", digest=digest, host_port=40001,
+                                    containers=(f"{name}-a-web", f"{name}-a-sidecar"),
+                                    state="serving", healthy=True),
+                      image=f"registry.invalid/pony@{digest}")
+    client = client_for(home)
+    response = client.get(f"/modules/{name}")
+    parsed = page(response)
+    replicas = text(parsed, "replicas")
+    assert f"{name}-a-web" in replicas and f"{name}-a-sidecar" in replicas
+    assert "127.0.0.1:40001" in replicas and "healthy" in replicas
+    assert "\u2013" not in replicas   # no dash for a column left empty
+    assert "1, 1 healthy" in text(parsed, "module-health")
+    assert f'href="/builds/{built}"' in response.text    # the current digest's build

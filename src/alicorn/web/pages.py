@@ -56,6 +56,8 @@ TEMPLATES = Jinja2Templates(env=jinja2.Environment(
 
 # How much of a log the log page carries; log.js streams the rest.
 LOG_PAGE_BYTES = 4 << 20
+# How much of a search the search box shows again (a pasted log must not come back whole).
+SEARCH_ECHO = 512
 
 
 # -- filters -----------------------------------------------------------------------------
@@ -117,9 +119,27 @@ def columns(rows: Any, skip: Any = ()) -> list[str]:
     return seen or ["value"]
 
 
+# The words a page shows for a record's keys (any other key: its words, capitalized).
+LABELS = {"base_digest": "Base image", "cached_from": "Reused the image of build",
+          "manifest": "Manifest digest", "config": "Config digest", "diff_id": "diff_id",
+          "purl": "purl", "url": "URL", "sbom": "SBOM", "sboms": "SBOMs", "cves": "CVEs",
+          "id": "Id", "evr": "Version", "nevra": "NEVRA", "arch": "Arch",
+          "source_date_epoch": "SOURCE_DATE_EPOCH", "previous_build": "Previous build",
+          "metadata": "Metadata digest", "rebuild": "Rebuild id"}
+
+
+def label(key: Any) -> str:
+    """A record's key as a page's words: ``cached_from`` → "Reused the image of build"."""
+    text = str(key)
+    if text in LABELS:
+        return LABELS[text]
+    words = text.replace("_", " ").replace("-", " ").strip()
+    return words[:1].upper() + words[1:] if words else text
+
+
 TEMPLATES.env.filters.update(short=short_digest, when=when, when_ms=when_ms,
                              argv=argv_text, size=size_text, tojson_pretty=to_json,
-                             columns=columns)
+                             columns=columns, label=label)
 TEMPLATES.env.globals.update(api=API_PREFIX, sbom_formats=sorted(SBOM_FORMATS),
                              log_names=LOG_NAMES)
 
@@ -142,8 +162,11 @@ def _who(request: Request) -> Principal | None:
 def render(request: Request, template: str, *, status: int = 200,
            headers: dict[str, str] | None = None, who: Principal | None = None,
            **values: Any) -> HTMLResponse:
-    """The page ``template`` with ``values``, the header's principal and the search box."""
-    values.setdefault("q", "")
+    """The page ``template`` with ``values``, the header's principal and the search box
+    (which keeps what was searched on the search's own answers: a "not found" among them)."""
+    if "q" not in values:
+        searched = request.query_params.get("q", "") if request.url.path == "/search" else ""
+        values["q"] = searched.strip()[:SEARCH_ECHO]
     response: HTMLResponse = TEMPLATES.TemplateResponse(
         request, template, {"who": who if who is not None else _who(request), **values},
         status_code=status, headers=headers)
@@ -259,9 +282,20 @@ def build_page(request: Request, build_id: str) -> Response:
     if not ended:
         row = ctx.builds.get(build["id"])
         may_cancel = auth.may_cancel(who, row)
+    base = (build.get("outputs") or {}).get("base_digest")
     return render(request, "build.html", who=who, title=f"Build {build['id']}", build=build,
                   verification=verification, ended=ended, may_cancel=may_cancel,
-                  refresh=not ended)
+                  refresh=not ended, base_build=_build_of(ctx, base))
+
+
+def _build_of(ctx: WebContext, digest: str | None) -> str | None:
+    """The id of the build of this store that made the image ``digest``, if one did."""
+    if not digest:
+        return None
+    try:
+        return str(queries.resolve(ctx, digest)["build_id"])
+    except Error:
+        return None
 
 
 @router.post("/builds/{build_id}/cancel")
@@ -297,11 +331,14 @@ def log_page(request: Request, build_id: str, name: str) -> Response:
     if build["id"] != build_id:
         return _see(f"/builds/{build['id']}/logs/{name}")
     ended = build.get("state") in FINAL
+    written = [entry["name"] for entry in queries.logs(ctx, build["id"])]
     try:
         data, offset, complete = queries.read_log(ctx, build["id"], name, limit=LOG_PAGE_BYTES)
     except NotFound:
         if ended:
-            raise
+            raise NotFound(_never_written(build, name),
+                           hint=("its logs: " + ", ".join(written)) if written else
+                           "it wrote no log at all") from None
         # Not written yet (a queued build): the page follows it from its first byte.
         data, offset, complete = b"", 0, False
     # Show whole characters; the stream goes on from the first byte not shown.
@@ -311,7 +348,19 @@ def log_page(request: Request, build_id: str, name: str) -> Response:
     stream = f"{API_PREFIX}/builds/{build['id']}/logs/{name}/stream"
     return render(request, "log.html", who=who, title=f"{name} of build {build['id']}",
                   build=build, name=name, text=text, offset=offset, complete=complete,
-                  stream=stream)
+                  stream=stream, others=[n for n in written if n != name])
+
+
+# Why an ended build has no such log: (when it is done, when it failed).
+_LOG_WHY = {"checks.log": ("its tests and gate were not run", "it failed before its checks"),
+            "publish.log": ("its image was not pushed", "it failed before publishing")}
+
+
+def _never_written(build: dict[str, Any], name: str) -> str:
+    """Why an ended build has no log ``name``, in a sentence."""
+    done, failed = _LOG_WHY.get(name, ("", ""))
+    why = done if build.get("state") == "done" else failed
+    return f"build {build['id']} has no {name}" + (f": {why}" if why else "")
 
 
 @router.get("/search")

@@ -576,8 +576,10 @@ def events(ctx: WebContext, *, state: str | None = None, limit: int = 50
 
 def event(ctx: WebContext, event_id: str) -> dict[str, Any]:
     """One event (as `alicorn events show --json`) with its rebuilds: [{image, state,
-    build_id, digest, previous_digest, tests, gate, error, checks}] (checks: the rebuild's
-    build's checks results: tests_detail, gate_summary, ...)."""
+    build_id, digest, previous_digest, tests, gate, reason, error, checks}] (reason: why it
+    was planned or what it came to; error: the reason of a failed rebuild, else None;
+    checks: the rebuild's build's checks results: tests_detail, gate_summary, ...)."""
+    from alicorn.events.model import FAILED as FAILED_REBUILD
     from alicorn.events.store import EventStore
 
     ident = event_id.strip()
@@ -592,7 +594,10 @@ def event(ctx: WebContext, event_id: str) -> dict[str, Any]:
         "image": b["image"], "state": b["state"], "build_id": b["build_id"],
         "digest": b["new_digest"], "previous_digest": b["old_digest"],
         "previous_build_id": b["old_build_id"], "tests": b["tests"], "gate": b["gate"],
-        "error": b["reason"], "advisories": b["advisories"], "parent": b["parent"],
+        # Why it was planned (or what it came to) is its reason; only a failed rebuild's
+        # reason is an error.
+        "reason": b["reason"], "error": b["reason"] if b["state"] == FAILED_REBUILD else None,
+        "advisories": b["advisories"], "parent": b["parent"], "attempt": b["attempt"],
         "checks": rows[b["build_id"]].checks if b["build_id"] in rows else None,
     } for b in data["builds"]]
     return data

@@ -68,12 +68,28 @@
     source.addEventListener("error", function () {
       if (ended) { return; }
       // Reconnect from the last offset we have (the browser's own retry would not after an
-      // error status), backing off up to 30 s.
+      // error status), backing off up to 30 s -- unless the log is gone for good: a build
+      // that ended without writing it (its raw text answers 404).
       source.close();
       failures += 1;
       conn.textContent = "reconnecting…";
-      window.setTimeout(connect, Math.min(30000, 1000 * Math.pow(2, failures - 1)));
+      gone(function () {
+        window.setTimeout(connect, Math.min(30000, 1000 * Math.pow(2, failures - 1)));
+      });
     });
+  }
+
+  function gone(otherwise) {
+    if (!window.fetch) { otherwise(); return; }
+    var raw = url.replace(/\/stream$/, "") + "?limit=1&offset=" + offset;
+    window.fetch(raw, {credentials: "same-origin"}).then(function (answer) {
+      if (answer.status !== 404) { otherwise(); return; }
+      ended = true;
+      setState("not written", "failed");
+      var build = document.getElementById("log-build-state");
+      if (build) { build.textContent = "ended"; build.className = "badge state-complete"; }
+      conn.textContent = "the build ended without writing this log; reload the page to see why";
+    }, otherwise);
   }
 
   connect();
