@@ -151,7 +151,9 @@ def test_build_starts_the_full_service_in_the_background(cli: Cli, tmp_path: Pat
     settings = load_settings(cli.home)
     pid = int((settings.run_dir / "worker.pid").read_text())
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert cmdline[-4:-1] == [b"serve", b"--idle-exit", b"900"], cmdline
+    # The full service (events, watching, builds), without the HTTP API: a build asked for
+    # no web server (`alicorn serve --api-only --detach` serves one beside it).
+    assert cmdline[-5:-1] == [b"serve", b"--no-api", b"--idle-exit", b"900"], cmdline
     store = BuildStore(settings.database_url)
     wait_for("the build to fail", lambda: store.get(build_id).state == "failed", 120)
     assert "not reachable" in (store.get(build_id).error or "")

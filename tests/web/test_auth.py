@@ -301,17 +301,24 @@ def test_refused_writes_are_audited(client: Factory) -> None:
     assert c.post("/api/v1/builds", headers=bearer(secrets["reader"])).status_code == 403
     assert c.post("/api/v1/builds").status_code == 401
     assert c.post("/api/v1/builds", headers=bearer("junk")).status_code == 401
+    # A revoked token is named by its id (the part that is not secret), never its secret.
+    c.app.state.ctx.tokens.revoke("submitter")  # type: ignore[attr-defined]
+    assert c.post("/api/v1/builds", headers=bearer(secrets["submitter"])).status_code == 401
+    revoked_id = secrets["submitter"].split("_", 2)[1]
     # A refused read is not a write: not audited.
     assert c.get("/api/v1/audit", headers=bearer(secrets["reader"])).status_code == 403
     entries = c.get("/api/v1/audit", headers=bearer(secrets["admin"])).json()
+    assert not any(secrets["submitter"] in str(e) for e in entries)
     assert [(e["actor"], e["role"], e["action"], e["outcome"], e["status"])
             for e in entries] == [
-        ("anonymous", "anonymous", "build.submit", "refused", 401),
+        (f"refused token {revoked_id}", "anonymous", "build.submit", "refused", 401),
+        ("malformed token", "anonymous", "build.submit", "refused", 401),
         ("anonymous", "anonymous", "build.submit", "refused", 401),
         ("reader", "reader", "build.submit", "refused", 403),
     ]
-    assert "malformed token" in entries[0]["detail"]
-    assert entries[2]["remote"] == "testclient"
+    assert "was revoked at" in entries[0]["detail"]
+    assert "malformed token" in entries[1]["detail"]
+    assert entries[3]["remote"] == "testclient"
 
 
 # -- cancel: own builds only ----------------------------------------------------------------

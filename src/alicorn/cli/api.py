@@ -209,6 +209,12 @@ def config(key: str | None, value: str | None, as_json: bool) -> None:
     if f"ALICORN_API_{key.upper()}" in os.environ:
         click.echo(f"note: ALICORN_API_{key.upper()} overrides it in this environment",
                    err=True)
+    from alicorn.web.server import ApiServer
+
+    if ApiServer.detached_url(settings) is not None:
+        click.echo("note: the API serving this home reads its settings when it starts: "
+                   "restart it (`alicorn down`, then `alicorn serve`) for this to apply",
+                   err=True)
 
 
 @api.command("openapi")

@@ -98,6 +98,17 @@ def serve(interval: float, once: bool, dry_run: bool, no_watch: bool,
     from alicorn.events.service import serve as run
 
     api = None
+    if not dry_run:
+        from alicorn.worker.local import lock_holder, worker_running
+
+        if worker_running(settings):
+            holder = lock_holder(settings)
+            click.echo(f"another alicorn service (or worker) is running for {settings.home}"
+                       + (f" (pid {holder})" if holder else "") + ": a build starts one "
+                       "without the API, which exits after 15 idle minutes. `alicorn serve "
+                       "--api-only --detach` serves the pages and the API beside it; `alicorn "
+                       "down` stops it, then `alicorn serve` runs both.", err=True)
+            sys.exit(EXIT_FAILED)
     if not (no_api or once or dry_run):
         from alicorn.web.server import ApiServer
 

@@ -540,7 +540,7 @@ def _source_url(ctx: WebContext, given: str) -> str:
                         "setting api.local_sources names no directory",
                         where="source.git",
                         hint="submit a remote URL, or have an admin run `alicorn api config "
-                             "local_sources DIR`")
+                             "local_sources DIR` and restart the service")
     if not (resolved / ".git").exists() and not (resolved / "HEAD").is_file():
         raise BadInput(f"source.git: {resolved} is not a git repository", where="source.git")
     return str(resolved)

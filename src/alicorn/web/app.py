@@ -28,6 +28,7 @@ from alicorn.store.builds import BuildStore
 from alicorn.web.audit import AuditTrail
 from alicorn.web.auth import TokenStore
 from alicorn.web.model import (
+    ANONYMOUS,
     API_PREFIX,
     ApiConfig,
     Forbidden,
@@ -105,9 +106,36 @@ def answer_error(request: Request, status: int, message: str, *, where: str | No
                         status_code=status, headers=headers)
 
 
+UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def audit_refusal(request: Request, status: int, message: str) -> None:
+    """Record a write refused before any route took it (no such route, a method the route
+    does not allow, a body too large): the audit trail holds every write asked for.  Never
+    raises: the refusal stands even if it cannot be written down."""
+    ctx: WebContext | None = getattr(request.app.state, "ctx", None)
+    if ctx is None or request.method not in UNSAFE or \
+            getattr(request.state, "alicorn_audited", False):
+        return
+    from alicorn.web import auth
+
+    try:
+        try:
+            who = auth.identify(request)
+        except (Unauthorized, Forbidden):
+            who = getattr(request.state, "alicorn_claimed", None) or ANONYMOUS
+        action, target = auth.action_of(request)
+        ctx.audit.record(who, action, target=target, outcome="refused", status=status,
+                         detail=message, remote=auth.remote_of(request))
+        request.state.alicorn_audited = True
+    except Exception as e:
+        log.warning("cannot audit a refused %s %s: %s", request.method, request.url.path, e)
+
+
 class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with a 413, by Content-Length before
-    reading, and while reading for bodies without one (chunked)."""
+    """Refuses request bodies over ``limit`` bytes with a 413: by Content-Length before
+    reading, and for bodies without one (chunked) by reading them here, up to the limit,
+    before the application sees any of it."""
 
     def __init__(self, app: ASGIApp, limit: int):
         self.app = app
@@ -119,27 +147,76 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            await self._refuse(scope, receive, send)
+        if length is not None:
+            if not length.isdigit() or int(length) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
             return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLarge(f"the request body is over {self.limit} bytes")
-            return message
+            if message["type"] != "http.request":   # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        await self.app(scope, limited, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = error_body(413, f"the request body is over {self.limit} bytes (or its "
-                          "Content-Length is not a number)",
-                          hint="api.max_body_bytes sets the limit")
-        await JSONResponse(body, status_code=413)(scope, receive, send)
+        message = (f"the request body is over {self.limit} bytes (or its Content-Length is "
+                   "not a number)")
+        hint = "api.max_body_bytes sets the limit"
+        request = Request(scope)
+        if "app" in scope:
+            audit_refusal(request, 413, message)
+        if wants_html(request) and "app" in scope:
+            from alicorn.web.pages import render_error
+
+            response: Response = render_error(request, 413, message, hint=hint)
+        else:
+            response = JSONResponse(error_body(413, message, hint=hint), status_code=413)
+        await response(scope, receive, send)
+
+
+class HeadAsGet:
+    """HEAD is answered as GET without the body (FastAPI routes answer GET only)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 class SecurityHeaders:
@@ -181,8 +258,9 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
         title="Alicorn", version=__version__,
         description="Builds with a chain of identity, their provenance and logs, security "
                     "advisories, rebuild events, modules and the transparency log.",
-        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=f"{API_PREFIX}/docs",
-        redoc_url=None,
+        # No Swagger UI: it loads its scripts from a CDN (this service may have no internet,
+        # and its Content-Security-Policy allows its own scripts only).
+        openapi_url=f"{API_PREFIX}/openapi.json", docs_url=None, redoc_url=None,
     )
     app.state.ctx = WebContext(
         settings=settings, config=config, builds=BuildStore(settings.database_url),
@@ -220,6 +298,7 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
             message = f"nothing is at {request.url.path}"
         if exc.status_code == 405 and message == "Method Not Allowed":
             message = f"{request.method} is not allowed on {request.url.path}"
+        audit_refusal(request, exc.status_code, message)
         return answer_error(request, exc.status_code, message,
                             headers=getattr(exc, "headers", None))
 
@@ -235,5 +314,6 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
     app.include_router(pages.router)
     pages.mount_static(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(HeadAsGet)
     app.add_middleware(SecurityHeaders)
     return app

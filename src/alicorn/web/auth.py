@@ -288,12 +288,22 @@ def identify(request: Request) -> Principal:
         try:
             who = _context(request).tokens.authenticate(secret)
         except Unauthorized as e:
+            request.state.alicorn_claimed = claimed(secret)   # who the audit names
             raise Unauthorized(e.message, where=where, hint=e.hint) from None
         request.state.alicorn_claimed = who      # for the audit of a refusal below
         if via == "cookie":
             check_same_origin(request)
     request.state.alicorn_principal = who
     return who
+
+
+def claimed(secret: str) -> Principal:
+    """Who a refused token claims to be, for the audit trail: its id (the part of the token
+    that is not secret) when it has the shape of one; never the secret."""
+    parts = secret.split("_", 2)
+    if len(parts) == 3 and parts[0] == "alicorn" and re.fullmatch(r"[0-9a-f]{8}", parts[1]):
+        return Principal(name=f"refused token {parts[1]}", role=None)
+    return Principal(name="malformed token", role=None)
 
 
 def principal(request: Request) -> Principal:

@@ -50,11 +50,45 @@ class ApiServer:
         """Serve in the foreground until SIGINT/SIGTERM."""
         server = self._uvicorn()
         self._check_port()
-        server.run()  # type: ignore[attr-defined]
+        self._claim()
+        try:
+            server.run()  # type: ignore[attr-defined]
+        finally:
+            self._release()
+
+    def _claim(self) -> None:
+        """One API per ALICORN_HOME (its rate limits and caches are its own): write
+        ``run/api.pid`` and ``run/api.url``, refusing when another live process holds them."""
+        import os
+
+        from alicorn import daemon
+
+        self.settings.run_dir.mkdir(parents=True, exist_ok=True)
+        pidfile = self.settings.run_dir / "api.pid"
+        holder = daemon.read_pid(pidfile)
+        if holder is not None and holder != os.getpid():
+            raise Error(f"the API of {self.settings.home} is already served (pid {holder}"
+                        + (f", {self.detached_url(self.settings)}" if self.detached_url(
+                            self.settings) else "") + ")",
+                        hint="`alicorn down` stops it; one API serves one ALICORN_HOME")
+        pidfile.write_text(f"{os.getpid()}\n")
+        (self.settings.run_dir / "api.url").write_text(self.url + "\n")
+
+    def _release(self) -> None:
+        import os
+
+        pidfile = self.settings.run_dir / "api.pid"
+        try:
+            if int(pidfile.read_text().strip() or 0) == os.getpid():
+                pidfile.unlink()
+                (self.settings.run_dir / "api.url").unlink(missing_ok=True)
+        except (OSError, ValueError):
+            pass
 
     def start(self, *, timeout: float = 15.0) -> None:
         """Serve in a background thread; returns once it listens (Error if it cannot)."""
         self._check_port()
+        self._claim()
         server = self._uvicorn()
         self._server = server
 
@@ -68,6 +102,7 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while not getattr(server, "started", False):
             if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
                 raise Error(f"the API did not start on {self.config.listen}",
                             hint="the service's log says why; --listen picks another "
                                  "address, --no-api serves none")
@@ -96,7 +131,6 @@ class ApiServer:
             try:
                 with urllib.request.urlopen(self.url + "healthz", timeout=2) as answer:
                     if answer.status == 200:
-                        (self.settings.run_dir / "api.url").write_text(self.url + "\n")
                         return pid
             except OSError:
                 pass
@@ -124,6 +158,7 @@ class ApiServer:
             self._server.should_exit = True  # type: ignore[attr-defined]
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._release()
 
     def _check_port(self) -> None:
         import socket
