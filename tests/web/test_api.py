@@ -205,19 +205,19 @@ def test_tree_heads_and_an_inclusion_proof_verify_offline(pony: Pony) -> None:
     keys = {k["key_id"]: PublicKey.from_json(k)
             for k in pony.client.get(f"{API}/keys").json()}
     latest = pony.client.get(f"{API}/log/head").json()
-    head = _head(latest)
+    head = SignedTreeHead.from_json(latest)     # as a witness keeps it, nothing to strip
     verify_head(head, keys[head.key_id])
-    assert latest["signature_ok"] is True
     detail = pony.client.get(f"{API}/builds/{pony.images.v1['build_id']}").json()
     index = detail["transparency_log"]["record_index"]
     entry = pony.client.get(f"{API}/log/entries/{index}").json()
     data = base64.b64decode(entry["data"])
     assert data == (pony.dir(pony.images.v1) / "record.json").read_bytes()
-    entry_head = _head(entry["head"])
+    entry_head = SignedTreeHead.from_json(entry["head"])
     verify_inclusion(data, index, [bytes.fromhex(p) for p in entry["inclusion_proof"]],
                      entry_head, public_key=keys[entry_head.key_id])
     heads = pony.client.get(f"{API}/log/heads", params={"limit": 500}).json()
     assert heads["heads"][0]["tree_size"] == latest["tree_size"]
+    assert heads["heads"][0]["signature_ok"] is True
     oldest = _head(heads["heads"][-1])
     proof = pony.client.get(f"{API}/log/consistency",
                             params={"old": oldest.tree_size, "new": head.tree_size}).json()

@@ -483,13 +483,21 @@ def test_login_sets_the_cookie_and_logout_clears_it(home: Settings) -> None:
     assert form.ids["login-form"]["action"] == "/login"
     assert form.ids["login-token"]["name"] == "token"
     for bad in ("nonsense", "alicorn_00000000_" + "x" * 43, ""):
-        answer = client.post("/login", data={"token": bad})
+        answer = client.post("/login", data={"token": bad}, headers={"Origin": ORIGIN})
         refused = page(answer, 401)
         assert text(refused, "error"), bad
         assert "login-form" in refused.ids
         assert COOKIE not in answer.headers.get("set-cookie", "")
     _, secret = token(client, "page-reader", Role.READER)
-    answer = client.post("/login", data={"token": secret}, follow_redirects=False)
+    # Another site cannot log a visitor in under a token of its choosing (login CSRF).
+    for foreign in ({"Origin": "http://evil.example"}, {"Referer": "http://evil.example/x"},
+                    {}):
+        answer = client.post("/login", data={"token": secret}, headers=foreign,
+                             follow_redirects=False)
+        assert answer.status_code == 403, foreign
+        assert COOKIE not in answer.headers.get("set-cookie", "")
+    answer = client.post("/login", data={"token": secret}, headers={"Origin": ORIGIN},
+                         follow_redirects=False)
     assert answer.status_code == 303 and answer.headers["location"] == "/builds"
     cookie = answer.headers["set-cookie"]
     assert cookie.startswith(f"{COOKIE}={secret};")

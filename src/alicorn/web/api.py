@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from alicorn.digest import canonical_json
-from alicorn.errors import BadInput, Error
+from alicorn.errors import BadInput, Error, NotFound
 from alicorn.events.model import EVENT_STATES
 from alicorn.store.builds import FINAL, Submission
 from alicorn.store.models import BuildRow
@@ -304,14 +304,21 @@ class ModuleDetail(BaseModel):
     builds: dict[str, str]
 
 
-class TreeHead(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class SignedHead(BaseModel):
+    """A signed tree head as a witness keeps it (alicorn.chain.translog.SignedTreeHead)."""
+
     log: str
     tree_size: int
     root_hash: str
     timestamp: int
     key_id: str
     signature: str
+
+
+class TreeHead(SignedHead):
+    """A signed tree head, whether its signature holds, and when it was signed."""
+
+    model_config = ConfigDict(extra="allow")
     signature_ok: bool
     time: str | None
 
@@ -332,7 +339,7 @@ class LogEntry(BaseModel):
     leaf_hash: str
     tree_size: int
     root_hash: str
-    head: TreeHead | None
+    head: SignedHead | None
     inclusion_proof: list[str]
 
 
@@ -771,8 +778,13 @@ async def log_stream(request: Request, ctx: Ctx, who: Reader, build_id: BuildId,
                 if await request.is_disconnected():
                     return
                 await asyncio.sleep(POLL_SECONDS)
-            data, pos, complete = await run_in_threadpool(
-                queries.read_log, ctx, ident, name, offset=pos, limit=CHUNK)
+            try:
+                data, pos, complete = await run_in_threadpool(
+                    queries.read_log, ctx, ident, name, offset=pos, limit=CHUNK)
+            except NotFound:   # the build ended without writing this log: nothing to follow
+                state = (await run_in_threadpool(ctx.builds.get, ident)).state
+                yield _event("end", {"state": state, "written": False})
+                return
 
     return StreamingResponse(events(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -870,16 +882,15 @@ def module(ctx: Ctx, who: Reader,
 
 
 # -- the transparency log and the keys ------------------------------------------------------------
-@router.get("/log/head", response_model=TreeHead, responses=errors(401, 404), tags=["log"])
+@router.get("/log/head", response_model=SignedHead, responses=errors(401, 404), tags=["log"])
 def log_head(ctx: Ctx, who: Reader) -> dict[str, Any]:
-    """The latest signed tree head (what a witness keeps)."""
+    """The latest signed tree head, as a witness keeps it (`alicorn verify --witness FILE`
+    and SignedTreeHead.from_json read it as it is; /log/heads says whether signatures
+    hold)."""
     latest = queries.log_heads(ctx, limit=1)["latest"]
     if latest is None:
-        from alicorn.errors import NotFound
-
         raise NotFound("the transparency log has no signed head yet (no build has ended)")
-    head: dict[str, Any] = latest
-    return head
+    return {k: latest[k] for k in SignedHead.model_fields}
 
 
 @router.get("/log/heads", response_model=TreeHeads, responses=errors(401), tags=["log"])

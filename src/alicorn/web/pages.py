@@ -511,6 +511,13 @@ def login_form(request: Request) -> HTMLResponse:
 def login_post(request: Request, token: str = Form("")) -> Response:
     ctx = _ctx(request)
     try:
+        # Another site must not log a visitor in under a token of its choosing.
+        auth.check_same_origin(request)
+    except Forbidden as e:
+        ctx.audit.record(ANONYMOUS, "login", target=None, outcome="refused", status=403,
+                         detail=e.message, remote=_remote(request))
+        raise
+    try:
         if not token.strip():
             raise Unauthorized("no token was given")
         who = ctx.tokens.authenticate(token.strip())

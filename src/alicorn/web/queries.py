@@ -746,7 +746,8 @@ def log_entry(ctx: WebContext, index: int, *, tree_size: int | None = None) -> d
             "data": base64.b64encode(data).decode(),
             "leaf_hash": merkle.leaf_hash(data).hex(), "tree_size": tree_size,
             "root_hash": log.root(tree_size).hex(),
-            "head": _head_json(log, head) if head is not None else None,
+            # The head as a witness keeps it (SignedTreeHead.from_json reads it as it is).
+            "head": head.to_json() if head is not None else None,
             "inclusion_proof": [p.hex() for p in proof]}
 
 
