@@ -375,6 +375,11 @@ class Build:
     def _seal(self, outcome: Outcome, logs: dict[str, str]) -> None:
         """Write the sealed record, append it to the log, and finish the database row."""
         row = self.store.get(self.row.id)
+        if "recipe_content" not in self._extra and row.recipe_content is not None:
+            # A recipe file that did not parse: the text submitted is still what was built
+            # from, and the record says so (as the database row does).
+            self._extra.update(recipe_content=row.recipe_content, recipe_digest=str(
+                Digest.of_bytes(row.recipe_content.encode())))
         record = {
             "build_id": row.id, "state": outcome.state, "error": outcome.error,
             "argv": row.argv, "submitter": row.submitter,
