@@ -674,14 +674,14 @@ def verification(ctx: Ctx, who: Reader, build_id: BuildId) -> dict[str, Any]:
 
 
 @router.get("/builds/{build_id}/record", response_class=Response,
-            responses={**errors(401, 404), **_JSON_FILE}, tags=["builds"])
+            responses={**errors(400, 401, 404), **_JSON_FILE}, tags=["builds"])
 def record(ctx: Ctx, who: Reader, build_id: BuildId) -> Response:
     """The sealed record.json (the bytes logged in the transparency log)."""
     return _json(queries.build_file(ctx, build_id, "record.json"), "record.json")
 
 
 @router.get("/builds/{build_id}/provenance", response_class=Response,
-            responses={**errors(401, 404), **_JSON_FILE}, tags=["builds"])
+            responses={**errors(400, 401, 404), **_JSON_FILE}, tags=["builds"])
 def provenance(ctx: Ctx, who: Reader, build_id: BuildId) -> Response:
     """The signed SLSA provenance (a DSSE envelope)."""
     return _json(queries.build_file(ctx, build_id, "provenance.dsse.json"),
@@ -689,7 +689,7 @@ def provenance(ctx: Ctx, who: Reader, build_id: BuildId) -> Response:
 
 
 @router.get("/builds/{build_id}/sbom/{format}", response_class=Response,
-            responses={**errors(401, 404), **_JSON_FILE}, tags=["builds"])
+            responses={**errors(400, 401, 404), **_JSON_FILE}, tags=["builds"])
 def sbom(ctx: Ctx, who: Reader, build_id: BuildId,
          format: Annotated[str, Path(pattern="^(" + "|".join(SBOM_FORMATS) + ")$")],
          ) -> Response:
@@ -699,7 +699,7 @@ def sbom(ctx: Ctx, who: Reader, build_id: BuildId,
 
 
 @router.get("/builds/{build_id}/logs", response_model=list[LogInfo],
-            responses=errors(401, 404), tags=["builds"])
+            responses=errors(400, 401, 404), tags=["builds"])
 def logs(ctx: Ctx, who: Reader, build_id: BuildId) -> list[dict[str, Any]]:
     """The logs the build has written so far."""
     return queries.logs(ctx, build_id)
@@ -797,9 +797,14 @@ def trace(ctx: Ctx, who: Reader,
           digest: Annotated[str, Path(pattern=DIGEST, description="sha256:<64 hex>")],
           ) -> dict[str, Any]:
     """From an image digest to the build that made it, with its verification."""
-    found = queries.resolve(ctx, digest)
-    data = queries.build_detail(ctx, found["build_id"])
-    data["verification"] = queries.verification(ctx, found["build_id"])
+    try:
+        row = ctx.builds.resolve(digest)       # one lookup for the whole answer
+    except NotFound:
+        raise NotFound(f"no build made the image {digest}",
+                       hint="GET /api/v1/search?q= also takes references and build ids"
+                       ) from None
+    data = queries.build_detail(ctx, row.id, row=row)
+    data["verification"] = queries.verification(ctx, row.id, row=row)
     return data
 
 

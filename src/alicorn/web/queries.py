@@ -220,15 +220,17 @@ def logs(ctx: WebContext, build_id: str) -> list[dict[str, Any]]:
     return _logs(ctx, row, _record(ctx, row) if row.state in FINAL else {})
 
 
-def build_detail(ctx: WebContext, build_id: str) -> dict[str, Any]:
+def build_detail(ctx: WebContext, build_id: str, *, row: BuildRow | None = None
+                 ) -> dict[str, Any]:
     """build_summary + argv, recipe {path, digest, content}, commit_url (a web link for the
     commit when the source is on a known forge, else None), inputs, packages [{name, version,
     type, arch, purl, checksum}], outputs {digest, image, ...}, sboms, provenance {digest,
     present}, transparency_log {record_index, inputs_index, record_digest}, checks
-    (build_checks), logs [{name, size, digest, complete}]."""
+    (build_checks), logs [{name, size, digest, complete}].  ``row``: the build's row when the
+    caller has it already (one lookup per request)."""
     from alicorn.chain.record import PROVENANCE
 
-    row = _get(ctx, build_id)
+    row = row if row is not None else _get(ctx, build_id)
     record = _record(ctx, row)
     data = build_summary(ctx, row)
     data.update(
@@ -252,7 +254,8 @@ def build_detail(ctx: WebContext, build_id: str) -> dict[str, Any]:
     return data
 
 
-def verification(ctx: WebContext, build_id: str) -> dict[str, Any]:
+def verification(ctx: WebContext, build_id: str, *, row: BuildRow | None = None
+                 ) -> dict[str, Any]:
     """{verified, broken (link name) | None, checks [{link, ok, detail}]}: the offline chain
     verification (alicorn.chain.verify, registry=False) of a finished build; for a build that
     has not ended {verified: False, broken: None, checks: [], pending: True}.
@@ -261,7 +264,7 @@ def verification(ctx: WebContext, build_id: str) -> dict[str, Any]:
     build, and its image)."""
     from alicorn.chain.verify import Verifier
 
-    row = _get(ctx, build_id)
+    row = row if row is not None else _get(ctx, build_id)
     if row.state not in FINAL:
         return {"build_id": row.id, "verified": False, "broken": None, "checks": [],
                 "pending": True}

@@ -9,7 +9,8 @@ Create Date: 2026-12-02
 A build's ``cancel_requested_at``/``cancel_requested_by`` are written by whoever asks; the
 worker running it stops at once and records the build as failed ("cancelled by ...").
 ``submitted_token`` names the token (its id) that submitted a build through the API: a
-submitter may cancel only its own builds.
+submitter may cancel only its own builds.  The index on (created_at, id) serves the
+newest-first pages of builds without sorting the table.
 """
 
 import sqlalchemy as sa
@@ -60,9 +61,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("submitted_token", sa.String(16)))
         batch.add_column(sa.Column("cancel_requested_at", sa.DateTime))
         batch.add_column(sa.Column("cancel_requested_by", sa.String(128)))
+    op.create_index("ix_builds_created_at_id", "builds", ["created_at", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_builds_created_at_id", table_name="builds")
     with op.batch_alter_table("builds") as batch:
         batch.drop_column("cancel_requested_by")
         batch.drop_column("cancel_requested_at")
