@@ -216,7 +216,7 @@ class CancelAnswer(BaseModel):
     cancel_requested: bool
 
 
-class AdvisorySummary(BaseModel):
+class AdvisoryBase(BaseModel):
     model_config = ConfigDict(extra="allow")
     id: str
     format: str
@@ -224,6 +224,9 @@ class AdvisorySummary(BaseModel):
     title: str
     severity: str | None
     cves: list[str]
+
+
+class AdvisorySummary(AdvisoryBase):
     ecosystems: list[str]
     published: str | None
     packages: list[str]
@@ -246,14 +249,7 @@ class AffectedImage(BaseModel):
     advisories: list[str] = Field(default_factory=list)
 
 
-class AdvisoryDetail(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: str
-    format: str
-    type: str
-    title: str
-    severity: str | None
-    cves: list[str]
+class AdvisoryDetail(AdvisoryBase):
     bugzillas: list[str]
     references: list[dict[str, Any]]
     description: str

@@ -70,6 +70,15 @@ def status_of(error: Exception) -> int:
     return 500 if not isinstance(error, Error) else 502
 
 
+def headers_of(error: Exception) -> dict[str, str] | None:
+    """The headers an error is answered with: when to try again, how to authenticate."""
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(max(1, round(error.retry_after)))}
+    if isinstance(error, Unauthorized):
+        return {"WWW-Authenticate": 'Bearer realm="alicorn"'}
+    return None
+
+
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
           405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
           415: "unsupported_media_type", 422: "invalid_request", 429: "rate_limited",
@@ -270,11 +279,7 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
     @app.exception_handler(Error)
     async def on_error(request: Request, exc: Error) -> Response:
         status = status_of(exc)
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-        if isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": 'Bearer realm="alicorn"'}
+        headers = headers_of(exc)
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, exc.diagnostics())
         return answer_error(request, status, exc.message, where=exc.where, hint=exc.hint,

@@ -34,7 +34,7 @@ from fastapi.templating import Jinja2Templates
 from alicorn.errors import BadInput, Error, NotFound
 from alicorn.store.builds import FINAL
 from alicorn.web import auth, queries
-from alicorn.web.app import WebContext, status_of
+from alicorn.web.app import WebContext, headers_of, status_of
 from alicorn.web.model import (
     ANONYMOUS,
     API_PREFIX,
@@ -42,7 +42,6 @@ from alicorn.web.model import (
     SBOM_FORMATS,
     Forbidden,
     Principal,
-    RateLimited,
     Unauthorized,
 )
 
@@ -187,11 +186,7 @@ def render_error(request: Request, status: int, message: str, *, hint: str | Non
 def _answer_of(exc: Error) -> tuple[int, dict[str, str] | None, str, str | None]:
     """How an error is answered: its status, headers, message (naming where) and hint."""
     status = status_of(exc)
-    headers = None
-    if isinstance(exc, RateLimited):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    if isinstance(exc, Unauthorized):
-        headers = {"WWW-Authenticate": 'Bearer realm="alicorn"'}
+    headers = headers_of(exc)
     hint = exc.hint
     if isinstance(exc, Unauthorized) and not hint:
         hint = "log in with a token (alicorn api token create NAME --role ROLE makes one)"
