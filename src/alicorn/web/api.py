@@ -951,7 +951,7 @@ def list_tokens(ctx: Ctx, who: Admin) -> list[dict[str, Any]]:
     return [t.to_json() for t in ctx.tokens.list()]
 
 
-@router.delete("/tokens/{name}", response_model=TokenOut, responses=errors(401, 403, 404),
+@router.delete("/tokens/{name}", response_model=TokenOut, responses=errors(401, 403, 404, 409),
                tags=["admin"])
 def revoke_token(request: Request, ctx: Ctx, who: Admin,
                  name: Annotated[str, Path(pattern=TOKEN_NAME)]) -> dict[str, Any]:
