@@ -169,11 +169,12 @@ def _web(settings: Settings, build: dict[str, Any], console: Console) -> None:
     console.print(f"build {trace['id']}: {trace['state']}, provenance "
                   f"{'verified' if verification.get('verified') else 'NOT VERIFIED'}",
                   highlight=False)
-    if trace["id"] != build["build_id"] or not verification.get("verified"):
+    # The digest stands for the newest build that made it (the --no-cache rebuild above).
+    if trace["digest"] != build["digest"] or not verification.get("verified"):
         raise Error("the API does not find the pony's build by its digest, verified")
-    with urllib.request.urlopen(f"{url}builds/{build['build_id']}", timeout=60) as resp:
+    with urllib.request.urlopen(f"{url}builds/{trace['id']}", timeout=60) as resp:
         if build["digest"] not in resp.read().decode():
             raise Error("the build's page does not show its digest")
-    console.print(f"the pages: {url} (the pony's build: {url}builds/{build['build_id']}); "
+    console.print(f"the pages: {url} (the pony's build: {url}builds/{trace['id']}); "
                   "`alicorn api token create NAME --role submitter` makes a token to submit "
                   "builds there; `alicorn down` stops everything.", highlight=False)
