@@ -44,7 +44,10 @@ class Cli:
 
     def __init__(self, home: Path, env: dict[str, str] | None = None):
         self.home = home
-        self.env = {**os.environ, "ALICORN_HOME": str(home), **(env or {})}
+        # `alicorn serve` answers HTTP too: on a port of its own per home, never the default
+        # one (which a user's service, or a demo, may hold).
+        self.env = {**os.environ, "ALICORN_HOME": str(home),
+                    "ALICORN_API_LISTEN": f"127.0.0.1:{free_port()}", **(env or {})}
 
     def __call__(self, *args: str, check: bool = False, timeout: float = 900,
                  env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
