@@ -137,7 +137,11 @@ def test_steady_state_counts_no_failure_and_reaches_the_rate(server: Server) -> 
     assert window.rate >= 0.8 * 600
     assert 0 < result.p50_ms <= result.p99_ms <= result.max_ms
     assert {r.header for r in load.records()} == {"s1"}
-    assert len(window.buckets) == 3
+    # One bucket a second of the ~3 s window; time.sleep(3) lasts a little longer than 3 s,
+    # so a fourth bucket may hold the few requests due in that last fraction of a second.
+    assert len(window.buckets) in (3, 4)
+    assert all(b.requests >= 0.8 * 600 for b in window.buckets[:3])
+    assert sum(b.requests for b in window.buckets[3:]) <= 0.1 * 600
     # keep-alive: connections are reused (a busy host may make the load open a few more)
     assert load.connections_opened <= 64 < result.requests / 20
 
