@@ -389,6 +389,15 @@ def _audit(request: Request, who: Principal, action: str, *, target: str | None,
         log.warning("cannot audit %s %s: %s", action, target, e)
 
 
+def _audit_error(request: Request, who: Principal, action: str, *, target: str | None,
+                 error: Exception, status: int | None = None) -> None:
+    """Audit a write that ``error`` ended: refused (a 4xx) or failed (5xx)."""
+    status = status if status is not None else status_of(error)
+    _audit(request, who, action, target=target,
+           outcome="refused" if status < 500 else "failed", status=status,
+           detail=_describe(error))
+
+
 class AuditedRoute(APIRoute):
     """Writes whose request never reached their handler (a body that does not validate) or
     that failed without saying so are audited too; the handlers audit what they decide, and
@@ -404,12 +413,10 @@ class AuditedRoute(APIRoute):
                 if request.method in auth.UNSAFE_METHODS and \
                         not getattr(request.state, "alicorn_audited", False) and \
                         not isinstance(e, Unauthorized | Forbidden):
-                    status = 422 if isinstance(e, RequestValidationError) else status_of(e)
                     who = getattr(request.state, "alicorn_principal", None) or ANONYMOUS
                     action, target = auth.action_of(request)
-                    _audit(request, who, action, target=target,
-                           outcome="refused" if status < 500 else "failed", status=status,
-                           detail=_describe(e))
+                    _audit_error(request, who, action, target=target, error=e,
+                                 status=422 if isinstance(e, RequestValidationError) else None)
                 raise
 
         return audited
@@ -588,15 +595,8 @@ def submit(request: Request, ctx: Ctx, who: Submitter,
     at ``source.ref`` (role submitter; rate limited per token)."""
     try:
         row = submit_build(ctx, who, body)
-    except Error as e:
-        status = status_of(e)
-        _audit(request, who, "build.submit", target=None,
-               outcome="refused" if status < 500 else "failed", status=status,
-               detail=e.message)
-        raise
     except Exception as e:
-        _audit(request, who, "build.submit", target=None, outcome="failed", status=500,
-               detail=_describe(e))
+        _audit_error(request, who, "build.submit", target=None, error=e)
         raise
     _audit(request, who, "build.submit", target=row.id, outcome="ok", status=202,
            detail=f"{row.source_url} {row.source_ref} {row.recipe_path}")
@@ -625,10 +625,7 @@ def cancel(request: Request, ctx: Ctx, who: Submitter, build_id: BuildId) -> JSO
                             hint="an admin token may cancel any build")
         after = ctx.builds.request_cancel(row.id, who.name)
     except Exception as e:
-        status = status_of(e) if isinstance(e, Error) else 500
-        _audit(request, who, "build.cancel", target=build_id,
-               outcome="refused" if status < 500 else "failed", status=status,
-               detail=_describe(e))
+        _audit_error(request, who, "build.cancel", target=build_id, error=e)
         raise
     _audit(request, who, "build.cancel", target=after.id, outcome="ok", status=202,
            detail=f"was {row.state}, now {after.state}")
@@ -934,10 +931,7 @@ def create_token(request: Request, ctx: Ctx, who: Admin,
     try:
         info, secret = ctx.tokens.create(body.name, body.role, created_by=who.name)
     except Exception as e:
-        status = status_of(e) if isinstance(e, Error) else 500
-        _audit(request, who, "token.create", target=body.name,
-               outcome="refused" if status < 500 else "failed", status=status,
-               detail=_describe(e))
+        _audit_error(request, who, "token.create", target=body.name, error=e)
         raise
     _audit(request, who, "token.create", target=body.name, outcome="ok", status=201,
            detail=f"role {body.role.value}")
@@ -959,10 +953,7 @@ def revoke_token(request: Request, ctx: Ctx, who: Admin,
     try:
         info = ctx.tokens.revoke(name)
     except Exception as e:
-        status = status_of(e) if isinstance(e, Error) else 500
-        _audit(request, who, "token.revoke", target=name,
-               outcome="refused" if status < 500 else "failed", status=status,
-               detail=_describe(e))
+        _audit_error(request, who, "token.revoke", target=name, error=e)
         raise
     _audit(request, who, "token.revoke", target=name, outcome="ok", status=200)
     return info.to_json()
