@@ -12,6 +12,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+# A service Alicorn needs (the broker, the shared database) cannot be reached: try again later
+# (sysexits' EX_UNAVAILABLE).
+EXIT_UNAVAILABLE = 69
 EXIT_INTERRUPTED = 130
 
 
@@ -104,3 +107,10 @@ class RunError(Error):
 class Conflict(BadInput):
     """What was asked cannot be done in the thing's present state (a finished build's sealed
     record cannot change; a build that ended cannot be cancelled)."""
+
+
+class Unavailable(Error):
+    """A service the work needs (the broker, the shared database) cannot be reached now;
+    nothing was recorded, so the same request can simply be made again."""
+
+    exit_code = EXIT_UNAVAILABLE

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from alicorn.cluster.config import load_queue_config
 from alicorn.config import Settings
 from alicorn.store.builds import FINAL, QUEUED, RUNNING, BuildStore
 from alicorn.store.models import BuildRow
@@ -38,6 +39,9 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
            timeout: float | None = None) -> BuildRow:
     """Render progress until the build is final; returns its final record."""
     path = settings.build_dir(build_id) / "progress.jsonl"
+    # The embedded default: this host's worker runs the build, and is started (or found dead)
+    # from here; the cluster's workers and reaper are elsewhere.
+    local = not load_queue_config(settings).celery
     err = Console(stderr=True)
     fancy = err.is_terminal and not json_lines
     offset = 0
@@ -77,9 +81,9 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
                 if row.state in FINAL:
                     events, offset = _events(path, offset)
                     return row
-                if row.state == QUEUED:
+                if local and row.state == QUEUED:
                     ensure_worker(settings)
-                elif row.state == RUNNING and not worker_running(settings):
+                elif local and row.state == RUNNING and not worker_running(settings):
                     # The worker died mid-build: record that rather than wait for ever.
                     reap(settings, store)
             if timeout is not None and now - started > timeout:

@@ -90,7 +90,6 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
     The build runs in the local worker; this command shows its progress and waits for it.
     """
     from alicorn.cli.follow import follow, result_json
-    from alicorn.worker.local import ensure_worker
 
     settings = _settings()
     options: dict[str, Any] = {"no_cache": no_cache, "no_push": no_push,
@@ -123,8 +122,8 @@ def build(source: str, ref: str | None, recipe_path: str | None, as_json: bool, 
         sub = Submission(argv=argv, source_kind="file", recipe_path=str(path.resolve()),
                          recipe_content=content, options=options)
     store = _store(settings)
-    row = store.submit(sub)
-    ensure_worker(settings)
+    from alicorn.cluster.dispatch import dispatcher_for
+    row = dispatcher_for(settings, store).submit(sub)
     if no_wait:
         print(json.dumps({"build_id": row.id, "state": row.state}) if as_json else row.id)
         return
@@ -769,12 +768,37 @@ def registry_status() -> None:
 
 
 @cli.command()
-@click.option("--once", is_flag=True, help="Run at most one queued build, then exit.")
-@click.option("--idle-exit", type=float, help="Exit after this many idle seconds.")
-def worker(once: bool, idle_exit: float | None) -> None:
-    """Run queued builds (the embedded default starts one by itself)."""
+@click.option("--once", is_flag=True, help="Run at most one queued build, then exit "
+              "(the embedded default only).")
+@click.option("--idle-exit", type=float, help="Exit after this many idle seconds "
+              "(the embedded default only).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Builds this worker runs at once (the Celery backend).")
+@click.option("--capability", "capabilities", multiple=True,
+              type=click.Choice(["deb", "rpm"]), help="What this builder builds: its "
+              "queues (repeatable; default both).")
+@click.option("--arch", help="The architecture whose queues it joins (default: this host's).")
+def worker(once: bool, idle_exit: float | None, concurrency: int,
+           capabilities: tuple[str, ...], arch: str | None) -> None:
+    """Run queued builds: the embedded default's local worker (it starts one by itself), or,
+    with the Celery backend (ALICORN_QUEUE=celery), a builder joining its queues."""
+    from alicorn.cluster.config import load_queue_config
+    settings = _settings()
+    config = load_queue_config(settings)
+    if config.celery:
+        if once or idle_exit is not None:
+            raise BadInput("--once and --idle-exit are for the embedded worker",
+                           hint="a Celery worker runs until it is stopped (SIGTERM)")
+        from alicorn.cluster.worker import run_celery_worker
+        run_celery_worker(settings, config, concurrency=concurrency,
+                          capabilities=capabilities or ("deb", "rpm"), arch=arch)
+        return
+    if concurrency != 1 or capabilities or arch:
+        raise BadInput("--concurrency, --capability and --arch are for the Celery backend",
+                       hint="set ALICORN_QUEUE=celery and ALICORN_BROKER_URL (see "
+                            "docs/scale-out.md)")
     from alicorn.worker.local import serve
-    serve(_settings(), once=once, idle_exit=idle_exit)
+    serve(settings, once=once, idle_exit=idle_exit)
 
 
 @cli.command()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, func, select, update
 
 from alicorn.compose.interface import Package
 from alicorn.errors import BadInput, Conflict, NotFound
@@ -61,18 +61,131 @@ class BuildStore:
     def __init__(self, database_url: str):
         self._sessions = session_factory(database_url)
 
-    def submit(self, sub: Submission) -> BuildRow:
+    def submit(self, sub: Submission, *, queue: str | None = None,
+               publish: Callable[[BuildRow], None] | None = None) -> BuildRow:
+        """Record the submission as a queued build.
+
+        With ``publish`` (the Celery dispatcher's: send the build's message to ``queue``) the
+        row is written and the message sent in one transaction: if sending fails, the row is
+        rolled back and the error raised, so that nothing is recorded as submitted that no
+        worker will ever hear of.  (A message whose row then fails to commit names a build
+        that does not exist; the worker drops it.)
+        """
+        row = self._new_row(sub, attempt=1, retry_of=None, queue=queue)
+        with self._sessions.begin() as s:
+            s.add(row)
+            if publish is not None:
+                s.flush()
+                row.dispatched_at, row.dispatches = now(), 1
+                publish(row)
+        return row
+
+    def _new_row(self, sub: Submission, *, attempt: int, retry_of: str | None,
+                 queue: str | None) -> BuildRow:
         user = os.environ.get("SUDO_USER") or os.environ.get("USER") or str(os.getuid())
-        row = BuildRow(
+        return BuildRow(
             id=new_build_id(), state=QUEUED, created_at=now(), argv=sub.argv,
             submitter=sub.submitter or f"{user}@{os.uname().nodename}",
             submitted_token=sub.token, source_kind=sub.source_kind,
             source_url=sub.source_url, source_ref=sub.source_ref,
             recipe_path=sub.recipe_path, recipe_content=sub.recipe_content,
             options=sub.options or {}, published=False, trigger=sub.trigger,
+            attempt=attempt, retry_of=retry_of, queue=queue, dispatches=0,
         )
+
+    # -- scale-out: claiming by id, heartbeats, the reaper's and the dispatcher's queries ----
+    def claim(self, build_id: str, worker: str) -> BuildRow | None:
+        """Claim the queued build ``build_id`` for ``worker``: one conditional UPDATE, so of
+        two workers (or two deliveries of one message) exactly one wins.  None when the build
+        is not queued (another worker has it, it was cancelled, it ended, or it does not
+        exist)."""
+        stamp = now()
         with self._sessions.begin() as s:
-            s.add(row)
+            claimed = s.execute(  # type: ignore[attr-defined]
+                update(BuildRow).where(BuildRow.id == build_id, BuildRow.state == QUEUED)
+                .values(state=RUNNING, worker=worker, started_at=stamp, heartbeat_at=stamp)
+            ).rowcount
+        return self.get(build_id) if claimed == 1 else None
+
+    def heartbeat(self, build_id: str, worker: str) -> bool:
+        """Record that ``worker`` still runs ``build_id``; False when the build is no longer
+        its own running build (the reaper failed it, say): the worker must stop it."""
+        with self._sessions.begin() as s:
+            changed = s.execute(  # type: ignore[attr-defined]
+                update(BuildRow).where(BuildRow.id == build_id, BuildRow.state == RUNNING,
+                                       BuildRow.worker == worker)
+                .values(heartbeat_at=now())).rowcount
+        return bool(changed == 1)
+
+    def stale(self, lease: float) -> list[BuildRow]:
+        """Running builds whose worker has not written a heartbeat for ``lease`` seconds."""
+        cutoff = now() - timedelta(seconds=lease)
+        with self._sessions() as s:
+            return list(s.scalars(select(BuildRow).where(
+                BuildRow.state == RUNNING,
+                func.coalesce(BuildRow.heartbeat_at, BuildRow.started_at) < cutoff)).all())
+
+    def abandon(self, build_id: str, *, reason: str, worker: str | None = None,
+                retry: bool = True, max_attempts: int = 2) -> BuildRow | None:
+        """End a running build whose worker is gone: failed with ``reason`` and, when
+        ``retry`` and it was not the last of ``max_attempts``, a new queued attempt of the
+        same submission (``retry_of`` it; the failed one names it in ``retried_as``), both in
+        one transaction.  Only a build still running (by ``worker``, when given) is ended, so
+        two reapers never both retry one build.  Returns the new attempt (to be dispatched),
+        or None (no retry, or the build was not running any more)."""
+        with self._sessions.begin() as s:
+            where = [BuildRow.id == build_id, BuildRow.state == RUNNING]
+            if worker is not None:
+                where.append(BuildRow.worker == worker)
+            old = s.scalars(select(BuildRow).where(*where)).first()
+            if old is None:
+                return None
+            attempt = (old.attempt or 1) + 1
+            nxt = None
+            if retry and attempt <= max_attempts and old.cancel_requested_at is None:
+                nxt = self._new_row(Submission(
+                    argv=list(old.argv), source_kind=old.source_kind, recipe_path=old.recipe_path,
+                    source_url=old.source_url, source_ref=old.source_ref,
+                    recipe_content=old.recipe_content, options=dict(old.options or {}),
+                    trigger=old.trigger, submitter=old.submitter, token=old.submitted_token),
+                    attempt=attempt, retry_of=old.id, queue=old.queue)
+                s.add(nxt)
+                s.flush()
+                reason += f"; retried as build {nxt.id} (attempt {attempt} of {max_attempts})"
+            elif retry and old.cancel_requested_at is None:
+                reason += f"; not retried: attempt {attempt - 1} of {max_attempts} was the last"
+            changed = s.execute(  # type: ignore[attr-defined]
+                update(BuildRow).where(*where).values(
+                    state=FAILED, finished_at=now(), error=reason,
+                    retried_as=nxt.id if nxt is not None else None)).rowcount
+            if changed != 1:
+                raise Conflict(f"build {build_id} changed state while it was being ended")
+        return nxt
+
+    def undispatched(self, older_than: float) -> list[BuildRow]:
+        """Queued builds not sent to a broker in the last ``older_than`` seconds (never sent,
+        or their message lost): the dispatcher sends them again."""
+        cutoff = now() - timedelta(seconds=older_than)
+        with self._sessions() as s:
+            return list(s.scalars(select(BuildRow).where(
+                BuildRow.state == QUEUED,
+                func.coalesce(BuildRow.dispatched_at, BuildRow.created_at) < cutoff)
+                .order_by(BuildRow.created_at, BuildRow.id)).all())
+
+    def mark_dispatched(self, build_id: str, queue: str) -> None:
+        """Record that the build's message was sent (again) to ``queue``."""
+        with self._sessions.begin() as s:
+            s.execute(update(BuildRow).where(BuildRow.id == build_id).values(
+                queue=queue, dispatched_at=now(), dispatches=BuildRow.dispatches + 1))
+
+    def latest_attempt(self, build_id: str) -> BuildRow:
+        """The build that stands for ``build_id``'s submission now: itself, or the last of
+        the attempts it was retried as."""
+        row = self.get(build_id)
+        for _ in range(100):
+            if not row.retried_as:
+                break
+            row = self.get(row.retried_as)
         return row
 
     def claim_next(self, worker: str) -> BuildRow | None:
@@ -84,7 +197,7 @@ class BuildStore:
             with self._sessions.begin() as s:
                 claimed = s.execute(  # type: ignore[attr-defined]
                     update(BuildRow).where(BuildRow.id == build_id, BuildRow.state == QUEUED)
-                    .values(state=RUNNING, worker=worker, started_at=now())
+                    .values(state=RUNNING, worker=worker, started_at=(t := now()), heartbeat_at=t)
                 ).rowcount
             if claimed == 1:
                 return self.get(build_id)

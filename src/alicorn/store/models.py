@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -60,6 +71,16 @@ class BuildRow(Base):
     submitted_token: Mapped[str | None] = mapped_column(String(16))
     cancel_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
     cancel_requested_by: Mapped[str | None] = mapped_column(String(128))
+    # Migration 0009 (scale-out): which attempt of its submission this build is (a worker
+    # that died mid-build fails its attempt; the reaper submits the next one, retry_of ->
+    # retried_as), the queue it was sent to, and the running worker's heartbeat.
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    retry_of: Mapped[str | None] = mapped_column(String(32))
+    retried_as: Mapped[str | None] = mapped_column(String(32))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime)
+    dispatches: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     packages: Mapped[list[PackageRow]] = relationship(
         back_populates="build", cascade="all, delete-orphan", order_by="PackageRow.id")
@@ -79,3 +100,32 @@ class PackageRow(Base):
     purl: Mapped[str] = mapped_column(Text)
 
     build: Mapped[BuildRow] = relationship(back_populates="packages")
+
+
+class BuildFileRow(Base):
+    """A build's file kept in the database (migration 0009): written while the build runs,
+    sealed (read-only, by trigger) with its SHA-256 when it ends."""
+
+    __tablename__ = "build_files"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(71))
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SigningKeyRow(Base):
+    """The public half of a builder's signing key (migration 0009)."""
+
+    __tablename__ = "signing_keys"
+
+    key_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))          # ecdsa | gpg
+    public: Mapped[str] = mapped_column(Text)
+    created: Mapped[int] = mapped_column(BigInteger)
+    retired: Mapped[int | None] = mapped_column(BigInteger)
+    host: Mapped[str] = mapped_column(String(256))
+    published_at: Mapped[datetime] = mapped_column(DateTime)

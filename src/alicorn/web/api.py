@@ -574,14 +574,20 @@ def submit_build(ctx: WebContext, who: Principal, body: SubmitIn, *,
     if body.options.source_date_epoch is not None:
         options["source_date_epoch"] = body.options.source_date_epoch
     argv = ["alicorn-api", "POST", via, canonical_json(body.model_dump()).decode()]
-    row = ctx.builds.submit(Submission(
+    sub = Submission(
         argv=argv, source_kind="git", source_url=url, source_ref=body.source.ref,
         recipe_path=body.source.recipe, options=options, submitter=who.name,
-        token=who.token_id))
-    from alicorn.worker.local import ensure_worker
+        token=who.token_id)
+    from alicorn.cluster.dispatch import LocalDispatcher, dispatcher_for
 
+    dispatcher = dispatcher_for(ctx.settings, ctx.builds)
+    if not isinstance(dispatcher, LocalDispatcher):
+        # The row and the broker's message in one transaction: Unavailable (503) and
+        # nothing recorded when the broker is down.
+        return dispatcher.submit(sub)
+    row = ctx.builds.submit(sub)
     try:
-        ensure_worker(ctx.settings)
+        dispatcher.redispatch(row)
     except Error as e:  # queued all the same: the next worker takes it
         log.warning("cannot start the worker for build %s: %s", row.id, e.diagnostics())
     return row

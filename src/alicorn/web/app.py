@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alicorn import __version__
 from alicorn.config import Settings
-from alicorn.errors import BadInput, Conflict, Error, NotFound, StoreError
+from alicorn.errors import BadInput, Conflict, Error, NotFound, StoreError, Unavailable
 from alicorn.store.builds import BuildStore
 from alicorn.web.audit import AuditTrail
 from alicorn.web.auth import TokenStore
@@ -64,7 +64,7 @@ def status_of(error: Exception) -> int:
     """The HTTP status an Alicorn error is answered with."""
     for kind, status in ((PayloadTooLarge, 413), (NotFound, 404), (Conflict, 409),
                          (BadInput, 400), (Unauthorized, 401), (Forbidden, 403),
-                         (RateLimited, 429), (StoreError, 503)):
+                         (RateLimited, 429), (StoreError, 503), (Unavailable, 503)):
         if isinstance(error, kind):
             return status
     return 500 if not isinstance(error, Error) else 502
@@ -76,6 +76,8 @@ def headers_of(error: Exception) -> dict[str, str] | None:
         return {"Retry-After": str(max(1, round(error.retry_after)))}
     if isinstance(error, Unauthorized):
         return {"WWW-Authenticate": 'Bearer realm="alicorn"'}
+    if isinstance(error, Unavailable):
+        return {"Retry-After": "10"}
     return None
 
 

@@ -18,11 +18,12 @@ from types import FrameType
 from typing import IO
 
 from alicorn import daemon
-from alicorn.build.pipeline import Build, Outcome
+from alicorn.build.pipeline import Outcome
 from alicorn.config import Settings
 from alicorn.errors import Error
 from alicorn.fs import remove_tree
 from alicorn.store.builds import FAILED, RUNNING, BuildStore
+from alicorn.worker.run import run_claimed
 
 
 def _lock_path(settings: Settings) -> Path:
@@ -189,7 +190,7 @@ class BuildLoop:
         row = self.store.claim_next(self.name)
         if row is None:
             return None
-        return row.id, Build(self.settings, self.store, row).run()
+        return row.id, run_claimed(self.settings, self.store, row)
 
 
 def build_line(build_id: str, outcome: Outcome) -> str:

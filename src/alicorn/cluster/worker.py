@@ -1,0 +1,36 @@
+"""``alicorn worker`` with the Celery backend: a builder host joining its queues.
+
+A builder listens on the queues of its capabilities (``alicorn.deb.x86_64``,
+``alicorn.rpm.x86_64``), on its architecture's ``any`` queue, and on the service queue (scans,
+rebuild rounds).  Its ALICORN_HOME is its own (scratch space, caches, its signing keys); what
+others read goes to the shared database and the registry.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+
+from alicorn.cluster.config import SERVICE_QUEUE, QueueConfig, machine_arch, queue_name
+from alicorn.config import Settings
+
+
+def queues_for(capabilities: Sequence[str], arch: str | None = None) -> list[str]:
+    arch = arch or machine_arch()
+    names = [queue_name(c, arch) for c in capabilities if c != "any"]
+    return [*names, queue_name("any", arch), SERVICE_QUEUE]
+
+
+def run_celery_worker(settings: Settings, config: QueueConfig, *, concurrency: int,
+                      capabilities: Sequence[str], arch: str | None = None,
+                      loglevel: str = "INFO") -> None:
+    """Run a Celery worker of this home's application until it is stopped."""
+    from alicorn.cluster.tasks import celery_app
+
+    app = celery_app(settings, config)
+    queues = queues_for(capabilities, arch)
+    argv = ["worker", f"--concurrency={concurrency}", "--pool=prefork",
+            "-Q", ",".join(queues), f"--hostname=alicorn-{os.getpid()}@{socket.gethostname()}",
+            f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
+    app.worker_main(argv)
