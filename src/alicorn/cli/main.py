@@ -778,8 +778,10 @@ def registry_status() -> None:
               type=click.Choice(["deb", "rpm"]), help="What this builder builds: its "
               "queues (repeatable; default both).")
 @click.option("--arch", help="The architecture whose queues it joins (default: this host's).")
+@click.option("--listen", metavar="HOST:PORT", help="Serve /healthz and Prometheus /metrics "
+              "there (the Celery backend).")
 def worker(once: bool, idle_exit: float | None, concurrency: int,
-           capabilities: tuple[str, ...], arch: str | None) -> None:
+           capabilities: tuple[str, ...], arch: str | None, listen: str | None) -> None:
     """Run queued builds: the embedded default's local worker (it starts one by itself), or,
     with the Celery backend (ALICORN_QUEUE=celery), a builder joining its queues."""
     from alicorn.cluster.config import load_queue_config
@@ -791,10 +793,12 @@ def worker(once: bool, idle_exit: float | None, concurrency: int,
                            hint="a Celery worker runs until it is stopped (SIGTERM)")
         from alicorn.cluster.worker import run_celery_worker
         run_celery_worker(settings, config, concurrency=concurrency,
-                          capabilities=capabilities or ("deb", "rpm"), arch=arch)
+                          capabilities=capabilities or ("deb", "rpm"), arch=arch,
+                          listen=listen)
         return
-    if concurrency != 1 or capabilities or arch:
-        raise BadInput("--concurrency, --capability and --arch are for the Celery backend",
+    if concurrency != 1 or capabilities or arch or listen:
+        raise BadInput("--concurrency, --capability, --arch and --listen are for the Celery "
+                       "backend",
                        hint="set ALICORN_QUEUE=celery and ALICORN_BROKER_URL (see "
                             "docs/scale-out.md)")
     from alicorn.worker.local import serve
@@ -898,6 +902,8 @@ def _register() -> None:
     from alicorn.cli.serve import serve, watch  # the rebuild service (alicorn.events)
     cli.add_command(serve)
     cli.add_command(watch)
+    from alicorn.cli.cluster import cluster as cluster_group  # alicorn.cluster.compose
+    cli.add_command(cluster_group)
     from alicorn.cli.rollout import COMMANDS as rollout_commands  # alicorn.rollout
     for command in rollout_commands:
         cli.add_command(command)

@@ -24,12 +24,18 @@ def queues_for(capabilities: Sequence[str], arch: str | None = None) -> list[str
 
 def run_celery_worker(settings: Settings, config: QueueConfig, *, concurrency: int,
                       capabilities: Sequence[str], arch: str | None = None,
-                      loglevel: str = "INFO") -> None:
-    """Run a Celery worker of this home's application until it is stopped."""
+                      listen: str | None = None, loglevel: str = "INFO") -> None:
+    """Run a Celery worker of this home's application until it is stopped; with ``listen``,
+    its health and metrics endpoints there; a janitor thread reaps dead workers' builds and
+    sends lost messages again (alicorn.cluster.reaper)."""
+    from alicorn.cluster.metrics import serve_worker_endpoints
+    from alicorn.cluster.reaper import Janitor
     from alicorn.cluster.tasks import celery_app
 
     app = celery_app(settings, config)
     queues = queues_for(capabilities, arch)
+    serve_worker_endpoints(settings, config, listen, queues=queues)
+    Janitor(settings, config).start()
     argv = ["worker", f"--concurrency={concurrency}", "--pool=prefork",
             "-Q", ",".join(queues), f"--hostname=alicorn-{os.getpid()}@{socket.gethostname()}",
             f"--loglevel={loglevel}", "--without-gossip", "--without-mingle"]
