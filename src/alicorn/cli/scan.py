@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,14 @@ from rich.console import Console
 
 from alicorn.advisories.model import Advisory
 from alicorn.config import Settings, load_settings
-from alicorn.errors import EXIT_BAD_INPUT, EXIT_FAILED, BadInput, Error, StoreError
+from alicorn.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    BadInput,
+    Error,
+    StoreError,
+    Unavailable,
+)
 from alicorn.fs import replace_file
 from alicorn.inventory.model import Package
 from alicorn.match.index import EcosystemCoverage
@@ -112,7 +121,8 @@ def _no_answer(fn: Callable[..., None]) -> Callable[..., None]:
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
             fn(*args, **kwargs)
-        except BadInput:
+        except (BadInput, Unavailable):
+            # Unavailable: the broker or no worker (exit 69: try again), not a broken scan.
             raise
         except StoreError as e:
             raise ScanFailed(e.message, where=e.where, hint=e.hint or (
@@ -173,13 +183,6 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
          read, or no package was found), and a scan in which no advisory covered
          any package (a Debian root, no Debian advisories): neither is a clean one
     """
-    from alicorn.inventory.targets import inventory_of, inventory_of_modules
-    from alicorn.match.index import AdvisoryIndex
-    from alicorn.match.matcher import scan as match
-    from alicorn.report.formats import reporter
-    from alicorn.report.json_ import level
-    from alicorn.report.text import incomplete_notices, printable
-
     if not targets and not modules:
         raise BadInput("no target given", hint="alicorn scan host | DIR | ARCHIVE | IMAGE | "
                        "CONTAINER | sha256:DIGEST ..., or alicorn scan --modules")
@@ -191,61 +194,166 @@ def scan(targets: tuple[str, ...], modules: bool, as_json: bool, fmt: str | None
                        f"--format {name}", hint=f"drop them, or drop --format {name}")
     if summary and verbose:
         raise BadInput("--summary and --verbose are two different views; give one")
-    report = reporter(name, summary=summary, verbose=verbose)
+    request = ScanRequest(targets=_unique(targets), modules=modules, format=name,
+                          summary=summary, verbose=verbose, kind=kind, cves=list(cves),
+                          advisories=list(advisory_ids), severities=list(severities),
+                          feeds=list(feeds))
+    result = _run(load_settings(), request)
 
-    settings = load_settings()
+    for line in result.warnings:
+        _err.print(line, markup=False)
+    if output is not None:
+        _write(output, result.text)
+    else:
+        sys.stdout.write(result.text)
+        sys.stdout.flush()
+    # The text report already says it; any other report (or a file) also needs a person to
+    # see that an inventory was incomplete.
+    if name != "text" or output is not None:
+        for line in result.notices:
+            _err.print(line, markup=False)
+    if output is not None:
+        _err.print(f"wrote the {name} report to {output}: {result.findings} finding(s) in "
+                   f"{result.targets} target(s)", markup=False)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+# -- the scan itself: here, or in a worker as the Celery task alicorn.scan -----------------------
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """What ``alicorn scan`` was asked (JSON-able: the Celery task's argument)."""
+
+    targets: list[str]
+    modules: bool = False
+    format: str = "text"
+    summary: bool = False
+    verbose: bool = False
+    kind: str = "security"
+    cves: list[str] = field(default_factory=list)
+    advisories: list[str] = field(default_factory=list)
+    severities: list[str] = field(default_factory=list)
+    feeds: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScanRequest:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What a scan prints and how it ends (JSON-able: the Celery task's result).
+    ``warnings`` go to stderr before the report; ``notices`` (incomplete inventories) after
+    it, when the report is not text or goes to a file."""
+
+    text: str
+    findings: int
+    targets: int
+    exit_code: int
+    warnings: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScanResult:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+def run_scan(settings: Settings, request: ScanRequest) -> ScanResult:
+    """The scan ``request`` asks for, over the database of ``settings``: THE code path of
+    ``alicorn scan``, whether it runs in the command or in a worker (the Celery task
+    ``alicorn.scan``)."""
+    from alicorn.inventory.targets import inventory_of, inventory_of_modules
+    from alicorn.match.index import AdvisoryIndex
+    from alicorn.match.matcher import scan as match
+    from alicorn.report.formats import reporter
+    from alicorn.report.json_ import level
+    from alicorn.report.text import incomplete_notices, printable
+
+    report = reporter(request.format, summary=request.summary, verbose=request.verbose)
     # Every target is resolved before anything is printed: an unknown one is bad input, not
     # half a report.  Inventories first, so that only the advisories naming their packages
     # are read from the store.
-    inventories = [inventory_of(t, settings=settings) for t in _unique(targets)]
-    if modules:
+    inventories = [inventory_of(t, settings=settings) for t in _unique(request.targets)]
+    if request.modules:
         found = inventory_of_modules()
         if not found and not inventories:
             raise BadInput("--modules: this host has no podman images or containers",
                            hint="give a TARGET, or check `podman images` and `podman ps -a`")
         inventories += found
     advisories, coverage, feed_warnings = _advisories(
-        settings, feeds, (p for inv in inventories for p in inv.packages))
-    for w in feed_warnings:
-        _err.print(printable(f"warning: {w}"), markup=False)
-    wanted_cves = {c.strip().upper() for c in cves}
-    wanted_ids = {i.strip().upper() for i in advisory_ids}
-    wanted_levels = {level(s) for s in severities}
+        settings, request.feeds, (p for inv in inventories for p in inv.packages))
+    warnings = [printable(f"warning: {w}") for w in feed_warnings]
+    wanted_cves = {c.strip().upper() for c in request.cves}
+    wanted_ids = {i.strip().upper() for i in request.advisories}
+    wanted_levels = {level(s) for s in request.severities}
     if wanted_cves or wanted_ids or wanted_levels:
         # What the feeds cover is judged before the filters: --cve is no missing feed.
         advisories = [a for a in advisories if _matches(a, cves=wanted_cves, ids=wanted_ids,
                                                          levels=wanted_levels)]
         if not advisories:
             # Not an error (nothing named applies), but say why the report will be empty.
-            _err.print("warning: no advisory matches the --cve/--advisory/--severity filters",
-                       markup=False)
+            warnings.append("warning: no advisory matches the --cve/--advisory/--severity "
+                            "filters")
     index = AdvisoryIndex(advisories)
-    types = {"security"} if kind == "security" else None
+    types = {"security"} if request.kind == "security" else None
     scans: list[Scan] = [match(inv, index, types=types, coverage=coverage)
                         for inv in inventories]
 
     text = report.render(scans)
-    if output is not None:
-        _write(output, text)
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        sys.stdout.flush()
-
-    # The text report already says it; any other report (or a file) also needs a person to
-    # see that an inventory was incomplete.
-    if name != "text" or output is not None:
-        for s in scans:
-            for line in incomplete_notices(s):
-                _err.print(printable(f"{s.inventory.target}: {line}"), markup=False)
+    notices = [printable(f"{s.inventory.target}: {line}")
+               for s in scans for line in incomplete_notices(s)]
     findings = sum(len(s.findings) for s in scans)
-    if output is not None:
-        _err.print(f"wrote the {name} report to {output}: {findings} finding(s) in "
-                   f"{len(scans)} target(s)", markup=False)
+    code = 0
     if findings:
-        sys.exit(EXIT_FAILED)
-    if any(not s.complete for s in scans):
-        sys.exit(EXIT_BAD_INPUT)
-    if any(s.unchecked and not s.checked for s in scans):
+        code = EXIT_FAILED
+    elif any(not s.complete for s in scans):
+        code = EXIT_BAD_INPUT
+    elif any(s.unchecked and not s.checked for s in scans):
         # No advisory covered any package (a Debian root and only PyPI advisories): as with
         # no advisories at all, an empty report is no answer.
-        sys.exit(EXIT_BAD_INPUT)
+        code = EXIT_BAD_INPUT
+    return ScanResult(text=text if text.endswith("\n") else text + "\n", findings=findings,
+                      targets=len(scans), exit_code=code, warnings=warnings, notices=notices)
+
+
+_BUILT_IMAGE = re.compile(r"(sha256:)?[0-9a-fA-F]{6,64}")
+
+
+def runs_remotely(request: ScanRequest) -> bool:
+    """Whether a worker reads ``request``'s targets as this host would: every target names
+    an image Alicorn built (``sha256:...`` or a hex prefix, and no path here) and nothing
+    else is read from this host (no ``--modules``, every ``--feed`` a URL).  ``host``, a
+    directory, an archive or a podman name is this host's, so that scan runs here."""
+    if request.modules or not request.targets:
+        return False
+    if any(not f.startswith(("http://", "https://")) for f in request.feeds):
+        return False
+    return all(_BUILT_IMAGE.fullmatch(t.strip()) and not os.path.lexists(t.strip())
+               for t in request.targets)
+
+
+def _run(settings: Settings, request: ScanRequest) -> ScanResult:
+    """The scan here; with the Celery backend and targets a worker can read
+    (:func:`runs_remotely`), the task ``alicorn.scan`` on the service queue, waited for."""
+    from alicorn.cluster.config import load_queue_config
+
+    config = load_queue_config(settings)
+    if not config.celery or not runs_remotely(request):
+        return run_scan(settings, request)
+    from alicorn.cluster.tasks import SCAN_TASK, call, celery_app
+
+    answer = call(celery_app(settings, config), SCAN_TASK, [request.to_json()],
+                  what="the scan", timeout=SCAN_TIMEOUT)
+    return ScanResult.from_json(answer)
+
+
+# Seconds ``alicorn scan`` waits for a worker's answer (unpacking a large image takes a while).
+SCAN_TIMEOUT = 900.0

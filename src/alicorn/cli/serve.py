@@ -53,7 +53,12 @@ def serve(interval: float, once: bool, dry_run: bool, no_watch: bool,
     new security advisories into events, rebuild, test, gate and publish the affected images,
     and run queued builds; and serve the HTTP API and the pages (builds, provenance, logs,
     advisories, events, modules) on 127.0.0.1:8440.  One service per ALICORN_HOME; SIGTERM
-    stops it."""
+    stops it.
+
+    With the Celery backend (ALICORN_QUEUE=celery) the builds run on `alicorn worker` hosts:
+    the service watches, runs the rounds (one at a time across the cluster) that send the
+    rebuilds to the broker, and reaps dead workers' builds; --once waits until every rebuild
+    has ended."""
     settings = _settings()
     if api_only and no_api:
         from alicorn.errors import BadInput

@@ -2,7 +2,9 @@
 
 A builder listens on the queues of its capabilities (``alicorn.deb.x86_64``,
 ``alicorn.rpm.x86_64``), on its architecture's ``any`` queue, and on the service queue (scans,
-rebuild rounds).  Its ALICORN_HOME is its own (scratch space, caches, its signing keys); what
+rebuild rounds).  A build from git reaches the ``any`` queue (its kind is known once its recipe is
+fetched): a worker that cannot build it sends it on to the right queue without claiming it.
+Its ALICORN_HOME is its own (scratch space, caches, its signing keys); what
 others read goes to the shared database and the registry.
 """
 
@@ -30,9 +32,14 @@ def run_celery_worker(settings: Settings, config: QueueConfig, *, concurrency: i
     sends lost messages again (alicorn.cluster.reaper)."""
     from alicorn.cluster.metrics import serve_worker_endpoints
     from alicorn.cluster.reaper import Janitor
-    from alicorn.cluster.tasks import celery_app
+    from alicorn.cluster.tasks import ARCH_CONF, CAPABILITIES_CONF, celery_app
 
     app = celery_app(settings, config)
+    # What a build task checks before claiming a build from the ``any`` queue (a build from
+    # git, whose kind was not known when it was submitted): one this worker cannot build is
+    # sent on to its queue (alicorn.cluster.tasks.forward_to).
+    app.conf.update({CAPABILITIES_CONF: [c for c in capabilities if c != "any"],
+                     ARCH_CONF: arch or machine_arch()})
     queues = queues_for(capabilities, arch)
     serve_worker_endpoints(settings, config, listen, queues=queues)
     Janitor(settings, config).start()

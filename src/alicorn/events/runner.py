@@ -27,7 +27,17 @@ The submitted build's ``argv`` is the exact command of the process that submitte
 (``alicorn serve ...``); why is its trigger.  Its options carry ``trigger`` {``advisories``,
 ``events``, ``rebuild``, ``attempt``, ``previous_build``, ``previous_digest``},
 ``expect_fixed`` (advisory ids) and, for an image layered on a rebuilt one, ``base_digest``
-(the parent's new digest).  A failed event is planned again with
+(the parent's new digest).
+
+With the Celery backend (``queue.backend`` "celery") the builds go to the broker
+(:func:`alicorn.cluster.dispatch.dispatcher_for`), a broker that is down leaves the rebuild
+planned for a later tick, and a rebuild follows its build's attempts
+(``BuildStore.latest_attempt``): a build of a dead worker the reaper retried as another build
+is decided by the last attempt's end, and is not submitted again here.  One tick at a time
+runs over one database: a file lock per ALICORN_HOME, and on PostgreSQL an advisory lock
+(several ``alicorn serve`` hosts, or ``alicorn.tick`` tasks, share the database).
+
+A failed event is planned again with
 :meth:`~alicorn.events.store.EventStore.retry` (``alicorn events retry``, or the watcher when
 a repository changes and the event lacked a fixed version).
 """
@@ -37,19 +47,19 @@ from __future__ import annotations
 import fcntl
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from alicorn.advisories import codec
 from alicorn.advisories.model import Advisory
 from alicorn.config import Settings
-from alicorn.errors import Error
+from alicorn.errors import Error, Unavailable
 from alicorn.events.model import (
     BUILDING,
     CHECK_FAILED,
@@ -103,6 +113,19 @@ class TickReport:
     def say(self, text: str) -> None:
         self.messages.append(text)
 
+    def to_json(self) -> dict[str, Any]:
+        """The counts and messages (not the plan): the answer of the Celery task
+        ``alicorn.tick``."""
+        return {"discovered": self.discovered, "planned": self.planned,
+                "submitted": self.submitted, "finished": self.finished,
+                "skipped": self.skipped, "deferred": self.deferred,
+                "messages": list(self.messages)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TickReport:
+        return cls(**{k: data[k] for k in ("discovered", "planned", "submitted", "finished",
+                                           "skipped", "deferred", "messages") if k in data})
+
 
 def tick(settings: Settings, *, dry_run: bool = False) -> TickReport:
     """One pass of the state machine over the database of ``settings`` (see the module
@@ -120,17 +143,40 @@ def tick(settings: Settings, *, dry_run: bool = False) -> TickReport:
         report.discovered = len(events.discover_values())
         if report.discovered:
             report.say(f"{report.discovered} new advisory event(s)")
-        _observe(events, builds, report)
+        _observe(events, builds, report, cluster=_celery(settings))
         _plan_new(events, report)
-        _submit(events, builds, report)
+        _submit(events, builds, report, submit=_submitter(settings, builds))
         _settle(events, report)
     return report
 
 
+def _celery(settings: Settings) -> bool:
+    from alicorn.cluster.config import load_queue_config
+
+    return load_queue_config(settings).celery
+
+
+def _submitter(settings: Settings, builds: BuildStore) -> Callable[[Submission], BuildRow]:
+    """How a rebuild's build is submitted: with the Celery backend through its dispatcher
+    (the row and the broker message together); in the embedded default the row, which the
+    service ticking runs itself (its LocalDispatcher would start a second service)."""
+    from alicorn.cluster.config import load_queue_config
+    from alicorn.cluster.dispatch import dispatcher_for
+
+    if load_queue_config(settings).celery:
+        return dispatcher_for(settings, builds).submit
+    return builds.submit
+
+
+# The key of the PostgreSQL advisory lock one tick holds (any constant shared by all hosts).
+_TICK_LOCK_KEY = 0x616C69636F726E01
+
+
 @contextmanager
 def _tick_lock(settings: Settings) -> Iterator[bool]:
-    """Hold ``run/events.lock`` for the tick: two ticks over one database would plan the
-    same events twice.  The lock dies with its process, so a crash never leaves it held."""
+    """Hold ``run/events.lock`` for the tick, and on PostgreSQL the database's advisory lock
+    too: two ticks over one database would plan the same events twice.  Both die with their
+    process (or its connection), so a crash never leaves them held."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     with open(settings.run_dir / "events.lock", "a") as lock:
         try:
@@ -139,9 +185,31 @@ def _tick_lock(settings: Settings) -> Iterator[bool]:
             yield False
             return
         try:
-            yield True
+            with _database_lock(settings.database_url) as held:
+                yield held
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _database_lock(url: str) -> Iterator[bool]:
+    """A session-level ``pg_try_advisory_lock`` on a connection of its own for the tick
+    (always held on SQLite: one host, and the file lock covers it)."""
+    if not url.startswith("postgresql"):
+        yield True
+        return
+    from alicorn.store.db import engine_for
+
+    with engine_for(url).connect() as conn:
+        held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                 {"key": _TICK_LOCK_KEY}).scalar())
+        conn.commit()
+        try:
+            yield held
+        finally:
+            if held:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _TICK_LOCK_KEY})
+                conn.commit()
 
 
 # -- planning ----------------------------------------------------------------------------------
@@ -311,7 +379,9 @@ def _plan_new(events: EventStore, report: TickReport) -> None:
 # -- submitting --------------------------------------------------------------------------------
 
 
-def _submit(events: EventStore, builds: BuildStore, report: TickReport) -> None:
+def _submit(events: EventStore, builds: BuildStore, report: TickReport, *,
+            submit: Callable[[Submission], BuildRow] | None = None) -> None:
+    submit = submit or builds.submit
     planned = events.rebuilds(states=[PLANNED])
     if not planned:
         return
@@ -338,8 +408,13 @@ def _submit(events: EventStore, builds: BuildStore, report: TickReport) -> None:
         try:
             build = events.build_for_attempt(rebuild.id, attempt)
             if build is None:
-                build = builds.submit(_submission(builds, rebuild, parent, attempt,
-                                                  linked.get(rebuild.id, [])))
+                build = submit(_submission(builds, rebuild, parent, attempt,
+                                           linked.get(rebuild.id, [])))
+        except Unavailable as e:
+            # Nothing was recorded (the broker is down): the rebuild stays planned, and a
+            # later tick submits it.
+            report.say(f"{rebuild.image}: its rebuild waits: {e.message}")
+            return
         except Error as e:
             with events.transaction() as s:
                 row = s.get(RebuildRow, rebuild.id)
@@ -422,13 +497,19 @@ def _check(value: Any) -> str | None:
     return None
 
 
-def _observe(events: EventStore, builds: BuildStore, report: TickReport) -> None:
+def _observe(events: EventStore, builds: BuildStore, report: TickReport, *,
+             cluster: bool = False) -> None:
+    """Record the end of each queued rebuild whose build ended.  The build that decides is
+    the submission's last attempt (``BuildStore.latest_attempt``): one failed by a dead
+    worker may have been retried as another build, whose end is the rebuild's."""
     queued = events.rebuilds(states=[QUEUED])
     if not queued:
         return
     rows = events.builds({r.build_id for r in queued if r.build_id})
     for rebuild in queued:
         build = rows.get(rebuild.build_id or "")
+        if build is not None and build.retried_as:
+            build = builds.latest_attempt(build.id)
         if build is None or build.state not in build_states.FINAL:
             continue
         if build.state == build_states.DONE:
@@ -439,7 +520,7 @@ def _observe(events: EventStore, builds: BuildStore, report: TickReport) -> None
             problem = None
         with events.transaction() as s:
             row = s.get(RebuildRow, rebuild.id)
-            if row is None or row.state != QUEUED or row.build_id != build.id:
+            if row is None or row.state != QUEUED or row.build_id != rebuild.build_id:
                 continue
             checks = build.checks or {}
             tests, gate = _check(checks.get("tests")), _check(checks.get("gate"))
@@ -450,8 +531,12 @@ def _observe(events: EventStore, builds: BuildStore, report: TickReport) -> None
                 report.say(f"{row.image}: rebuilt as {build.digest} (build {build.id})")
                 continue
             error = problem or build.error or "the build failed"
+            # A build the queue retried itself (attempts of its own, the cluster's
+            # max_attempts) is not submitted again: its last attempt's end is the rebuild's.
+            retried_by_queue = cluster or build.id != rebuild.build_id or \
+                (build.attempt or 1) > 1
             if (build.state == build_states.FAILED and _WORKER_DIED.match(error)
-                    and row.attempt < MAX_ATTEMPTS):
+                    and row.attempt < MAX_ATTEMPTS and not retried_by_queue):
                 events.set_rebuild(s, row, PLANNED,
                                    reason=f"attempt {row.attempt}: {error}; submitting again")
                 report.say(f"{row.image}: {error}; submitting it again")

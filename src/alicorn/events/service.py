@@ -10,6 +10,14 @@ One process, one loop, three parts, each step run to its end before the next:
 3. the local worker (every turn): the next queued build, run to its end
    (:class:`alicorn.worker.local.BuildLoop`).
 
+With the Celery backend (``queue.backend`` "celery") the builds run on the builder hosts
+(``alicorn worker``), so the service runs no build loop: it watches, runs the ticks itself (in
+this process: the database is all a tick needs, and the tick's PostgreSQL advisory lock keeps
+it to one tick at a time across every ``alicorn serve`` of the cluster; the tick sends the
+rebuilds' builds to the broker), and runs the reaper's janitor
+(:class:`alicorn.cluster.reaper.Janitor`: dead workers' builds, lost messages).  The same tick
+is the Celery task ``alicorn.tick`` for a deployment that schedules rounds elsewhere.
+
 It holds the worker lock, so there is one service (or plain worker) per ALICORN_HOME.  It logs
 one line per thing that happened to stdout (the run directory's ``worker.log`` when started in
 the background).  SIGTERM (and SIGINT) stop it between steps.  A crash, even ``kill -9``
@@ -69,16 +77,21 @@ class Service:
 
     def __init__(self, settings: Settings, *, interval: float = DEFAULT_INTERVAL,
                  dry_run: bool = False, watch: bool = True, out: IO[str] | None = None):
+        from alicorn.cluster.config import load_queue_config
         from alicorn.events.watch import Watcher
         from alicorn.worker.local import BuildLoop
 
         self.settings = settings
+        self.queue = load_queue_config(settings)
+        # The Celery backend's builds run on the builder hosts, not here.
+        self.cluster = self.queue.celery
         self.interval = interval
         self.dry_run = dry_run
         self.watch = watch
         self.out = out if out is not None else sys.stdout
         self.watcher = Watcher(settings) if watch else None
-        self.builds = None if dry_run else BuildLoop(settings)
+        self.builds = None if dry_run or self.cluster else BuildLoop(settings)
+        self.janitor: Any = None
         self._last_poll: float | None = None
         self.stopping = False
         self._errors: dict[str, str] = {}
@@ -94,6 +107,27 @@ class Service:
             reaped = self.builds.start()
             if reaped:
                 self.log(f"worker: {reaped} build(s) of a dead worker marked failed")
+        if self.cluster and not self.dry_run:
+            from alicorn.cluster.dispatch import _redacted
+            from alicorn.cluster.reaper import Janitor
+
+            self.janitor = Janitor(self.settings, self.queue).start()
+            self.log(f"builds run on the Celery workers of {_redacted(self.queue.broker)}; "
+                     "this service watches, ticks and reaps")
+
+    def stop(self) -> None:
+        if self.janitor is not None:
+            self.janitor.stop()
+            self.janitor = None
+
+    def pending(self) -> bool:
+        """Whether a rebuild is still to be submitted or finished, or an event to be
+        planned: what ``--once`` waits for when the builds run elsewhere."""
+        from alicorn.events.model import PLANNED, QUEUED
+        from alicorn.events.store import EventStore
+
+        events = EventStore(self.settings.database_url)
+        return bool(events.rebuilds(states=[PLANNED, QUEUED]) or events.new_events())
 
     def _guarded(self, what: str, step: Callable[[], bool]) -> bool:
         """Run one step; an error is logged, never the end of the service."""
@@ -247,6 +281,7 @@ def serve(settings: Settings, *, interval: float = DEFAULT_INTERVAL, once: bool 
         else:
             _forever(service, idle_exit)
     finally:
+        service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if lock is not None:
@@ -259,10 +294,25 @@ def serve(settings: Settings, *, interval: float = DEFAULT_INTERVAL, once: bool 
 
 def _once(service: Service) -> None:
     service.poll(force=True)
+    if service.cluster and not service.dry_run:
+        # The builds run on the workers: tick until every rebuild has ended.
+        while not service.stopping:
+            service.tick()
+            if service.stopping or not service._guarded("events", service.pending):
+                break
+            _nap(service, min(service.interval, 2.0))
+        return
     while not service.stopping:
         service.tick()
         if service.stopping or not service.build():
             break
+
+
+def _nap(service: Service, seconds: float) -> None:
+    """Sleep ``seconds``, waking early on SIGTERM."""
+    deadline = time.monotonic() + seconds
+    while not service.stopping and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _forever(service: Service, idle_exit: float | None) -> None:
@@ -276,9 +326,7 @@ def _forever(service: Service, idle_exit: float | None) -> None:
         if idle_exit is not None and time.monotonic() - last_active > idle_exit:
             service.log(f"idle for {idle_exit:g} s; exiting")
             return
-        deadline = time.monotonic() + _NAP
-        while not service.stopping and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _nap(service, _NAP)
 
 
 __all__ = ["DEFAULT_INTERVAL", "Service", "serve", "tick_activity", "tick_lines"]
