@@ -532,7 +532,7 @@ class Build:
         """Push the image by digest, then its attestations, SBOMs, gate reports and signatures
         (cosign's tag scheme), and only then move the tag: a tag never names an image whose
         attachments are missing, and a failure on the way leaves the tag where it was."""
-        from alicorn.chain.gpgsign import GpgKeyRing, default_lookaside_dir, sign_manifest
+        from alicorn.chain.gpgsign import default_lookaside_dir, gpg_keyring_for, sign_manifest
         from alicorn.chain.sigstore import sign_image
 
         self._begin_publishing()
@@ -568,7 +568,7 @@ class Build:
                                tag_moved=False)
         # The signature podman on Debian checks: GPG simple signing in the lookaside store.
         gpg = sign_manifest((layout / "blobs" / "sha256" / digest.hex).read_bytes(),
-                            signature.identity, keyring=GpgKeyRing(self.settings.keys_dir),
+                            signature.identity, keyring=gpg_keyring_for(self.settings),
                             lookaside_dir=default_lookaside_dir(self.settings.home,
                                                                 self.settings.registry),
                             repo_name=recipe.name, manifest_digest=digest, log=log)

@@ -22,10 +22,17 @@ of the keyring.  With ``matchRepoDigestOrExact`` a signature naming ``<registry>
 is accepted for a pull of exactly that tag and for a pull by digest from that repository; one
 naming the repository alone is refused both ways, one naming another tag is refused for a pull
 by tag.  Two registries.d entries for one registry make every pull from it fail.
+
+In a cluster every builder publishes its keys' public halves (armoured) to the database's
+``signing_keys`` (kind ``gpg``, id the fingerprint); :meth:`GpgKeyRing.verifying_pubring`
+is then a keyring of every builder's keys, written on the verifier's host from the database
+(``keys/public/cluster-pubring.gpg``).  The lookaside signatures the worker wrote reach the
+other hosts with the build's files (:mod:`alicorn.cluster.files`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
 import enum
@@ -40,7 +47,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -63,6 +70,9 @@ from alicorn.errors import ToolError
 from alicorn.fs import replace_file
 from alicorn.proc import BuildLog, run, which
 from alicorn.registry.client import RegistryClient, push_tiny_image
+
+if TYPE_CHECKING:
+    from alicorn.config import Settings
 
 UID = "Alicorn build service <builds@alicorn.invalid>"
 KEY_ALGORITHM = "ed25519"            # gpgme-backed containers/image verifies it (see above)
@@ -93,13 +103,15 @@ class GpgKeyRing:
     nothing can be signed with it any more.
     """
 
-    def __init__(self, keys_dir: Path):
+    def __init__(self, keys_dir: Path, database_url: str | None = None):
         self.dir = keys_dir
         self.home = keys_dir / "gpg"
         self.index = keys_dir / "gpg-keys.json"
         self.public_dir = keys_dir / "public"
         self.pubring = self.public_dir / "gpg-pubring.gpg"
         self.pubring_armored = self.public_dir / "gpg-pubring.asc"
+        self.cluster_pubring = self.public_dir / "cluster-pubring.gpg"
+        self.database_url = database_url
 
     def public_keys(self) -> list[GpgKey]:
         """Every key this build service has signed with, oldest first."""
@@ -154,6 +166,51 @@ class GpgKeyRing:
                           what="gpg --export")
                 os.chmod(out, 0o644)
                 os.replace(out, path)
+        self.publish(log=log)
+
+    def publish(self, *, log: BuildLog | None = None) -> None:
+        """Write the public halves of this ring's keys (armoured) to the database's
+        ``signing_keys``, those not there yet, and the retirement of those that are; a no-op
+        without a database."""
+        if self.database_url is None:
+            return
+        from alicorn.chain.keys import publish_public
+
+        keys = self.public_keys()
+        if not keys:
+            return
+        there = {fp: retired for fp, retired, _ in _published_gpg(self.database_url)}
+        rows = []
+        for k in keys:
+            if k.fingerprint in there and (there[k.fingerprint] is not None
+                                           or k.retired is None):
+                continue
+            armoured = self._gpg("--armor", "--export", k.fingerprint, log=log,
+                                 what="gpg --export")
+            if "BEGIN PGP PUBLIC KEY BLOCK" in armoured:
+                rows.append((k.fingerprint, "gpg", armoured, k.created, k.retired))
+        publish_public(self.database_url, rows)
+
+    def verifying_pubring(self) -> Path:
+        """The keyring to verify signatures with: :attr:`pubring`; with a database, a keyring
+        of every key builders published there and this ring's (:attr:`cluster_pubring`,
+        rewritten when they change)."""
+        if self.database_url is None:
+            return self.pubring
+        parts = [_dearmor(armoured) for _, _, armoured in _published_gpg(self.database_url)]
+        if self.pubring.is_file():
+            parts.append(self.pubring.read_bytes())
+        data = b"".join(p for p in parts if p)
+        if not data:
+            return self.pubring
+        if not self.cluster_pubring.is_file() or self.cluster_pubring.read_bytes() != data:
+            self.public_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".cluster-pubring.", dir=self.public_dir)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, self.cluster_pubring)
+        return self.cluster_pubring
 
     def stop_agent(self) -> None:
         """Stop the gpg-agent that signing started for :attr:`home` (it outlives us)."""
@@ -201,6 +258,53 @@ class GpgKeyRing:
                                   sort_keys=True) + "\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, self.index)
+
+
+def gpg_keyring_for(settings: Settings) -> GpgKeyRing:
+    """The GPG key ring of ``settings``' home; in a cluster (the Celery backend) it publishes
+    its keys to the database and verifies with every builder's."""
+    from alicorn.cluster.config import load_queue_config
+
+    celery = load_queue_config(settings).celery
+    return GpgKeyRing(settings.keys_dir, settings.database_url if celery else None)
+
+
+def publish_gpg_keys(settings: Settings) -> None:
+    """Publish this host's GPG public keys to the database (a no-op with none here)."""
+    ring = gpg_keyring_for(settings)
+    if ring.database_url is not None and ring.index.exists():
+        ring.publish()
+
+
+def _published_gpg(database_url: str) -> list[tuple[str, int | None, str]]:
+    """(fingerprint, retired, armoured public key) of the GPG keys in ``signing_keys``."""
+    from sqlalchemy import select
+
+    from alicorn.store.db import session_factory
+    from alicorn.store.models import SigningKeyRow
+
+    with session_factory(database_url)() as s:
+        return [(r.key_id, r.retired, r.public) for r in s.scalars(
+            select(SigningKeyRow).where(SigningKeyRow.kind == "gpg")
+            .order_by(SigningKeyRow.created, SigningKeyRow.key_id))]
+
+
+def _dearmor(text: str) -> bytes:
+    """The binary OpenPGP packets of the ASCII-armoured blocks in ``text`` (RFC 4880 §6.2);
+    b"" for what is not armour."""
+    out = []
+    for block in re.findall(r"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n(.*?)"
+                            r"-----END PGP PUBLIC KEY BLOCK-----", text, re.S):
+        head, sep, body = block.partition("\n\n")
+        if not sep:
+            head, sep, body = block.partition("\r\n\r\n")
+        lines = [line.strip() for line in (body if sep else head).splitlines()]
+        lines = [line for line in lines if line and not line.startswith("=")]
+        try:
+            out.append(base64.b64decode("".join(lines), validate=True))
+        except ValueError:
+            continue
+    return b"".join(out)
 
 
 # -- signing ----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alicorn.chain import dsse, provenance, sbom
-from alicorn.chain.keys import KeyRing, SigningKey
+from alicorn.chain.keys import SigningKey, keyring_for
 from alicorn.chain.record import (
     CYCLONEDX,
     PROVENANCE,
@@ -32,7 +32,8 @@ class Chain:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.keys = KeyRing(settings.keys_dir)
+        # In a cluster the new keys' public halves go to the database for the other hosts.
+        self.keys = keyring_for(settings)
         self.log = TransparencyLog(settings.database_url, self.keys)
         self._key: SigningKey | None = None
 

@@ -9,20 +9,29 @@ The chain, from the image back:
 
 Each link is one :class:`Check`; the first that fails is the broken link.  Everything but the
 registry checks runs offline, from $ALICORN_HOME and the public keys.
+
+In a cluster the build's worker is another host: its files come from the shared store
+(:func:`alicorn.cluster.files.materialize`, each checked against its seal), the public keys
+from the database (:func:`alicorn.chain.keys.keyring_for`), and the image, which only the
+worker's store and the registry hold, from the registry (unless ``fetch_image`` is False).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
+import shutil
+import tempfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alicorn.chain import dsse, provenance, sbom
-from alicorn.chain.keys import KeyRing
+from alicorn.chain.keys import keyring_for
 from alicorn.chain.record import (
     BUILD_LOG,
     CHECKS_LOG,
@@ -83,16 +92,29 @@ class _Broken(Exception):
 
 class Verifier:
     def __init__(self, settings: Settings, *, registry: bool = True,
-                 witnessed: list[SignedTreeHead] | None = None):
+                 witnessed: list[SignedTreeHead] | None = None,
+                 fetch_image: bool | None = None):
+        """``fetch_image``: read the image from the registry when this host's store does not
+        hold it (default: with the registry checks, or in a cluster)."""
+        from alicorn.cluster.files import shared
+
         self.settings = settings
-        self.keys = KeyRing(settings.keys_dir)
+        self.keys = keyring_for(settings)
         self.log = TransparencyLog(settings.database_url, self.keys)
         self.check_registry = registry
         self.witnessed = witnessed or []
+        self.fetch_image = (registry or shared(settings)) if fetch_image is None \
+            else fetch_image
 
     def verify(self, row: BuildRow) -> Report:
+        from alicorn.cluster.files import materialize
+
         report = Report(row.id, row.digest)
-        files = BuildFiles(self.settings.build_dir(row.id))
+        try:
+            files = BuildFiles(materialize(self.settings, row.id))
+        except Error as e:
+            report.add("shared store", False, e.diagnostics())
+            return report
         steps = [("record", self._record), ("transparency log", self._log),
                  ("database", self._database), ("provenance", self._provenance),
                  ("build log", self._byproducts), ("checks", self._checks),
@@ -307,6 +329,33 @@ class Verifier:
         digest = Digest(row.digest)
         layout = self.settings.image_dir(digest.hex)
         blobs = layout / "blobs" / "sha256"
+        if not (blobs / digest.hex).is_file() and row.image_ref and self.fetch_image:
+            with tempfile.TemporaryDirectory(prefix="alicorn-verify-") as tmp:
+                self._image_blobs(row.image_ref, digest, Path(tmp))
+                self._image_in(Path(tmp), digest, r, report,
+                               where=" (from the registry: its builder's store holds it)")
+            return
+        self._image_in(blobs, digest, r, report)
+
+    def _image_blobs(self, image_ref: str, digest: Digest, blobs: Path) -> None:
+        """The image's manifest, config and layers from the registry into ``blobs``."""
+        from alicorn.registry.client import RegistryClient
+
+        addr, _, rest = image_ref.partition("/")
+        name = rest.split("@", 1)[0].rsplit(":", 1)[0]
+        client = RegistryClient(addr)
+        got = client.get_manifest(name, str(digest))
+        if got is None:
+            raise Error(f"the image {digest} is not on this host and {addr} does not hold "
+                        f"{name}@{digest}")
+        (blobs / digest.hex).write_bytes(got[0])
+        manifest = json.loads(got[0])
+        for each in [manifest["config"], *manifest["layers"]]:
+            d = Digest(each["digest"])
+            (blobs / d.hex).write_bytes(client.get_blob(name, d, max_bytes=1 << 34))
+
+    def _image_in(self, blobs: Path, digest: Digest, r: dict[str, Any], report: Report, *,
+                  where: str = "") -> None:
         manifest_bytes = _blob(blobs, digest, "manifest")
         manifest = json.loads(manifest_bytes)
         config_digest = Digest(manifest["config"]["digest"])
@@ -334,7 +383,7 @@ class Verifier:
                                            f"{diff_ids[i]} its config names")
                 raise _Broken
         report.add("image", True, f"manifest, config and {len(manifest['layers'])} layer(s) "
-                                  "hash to their digests")
+                                  f"hash to their digests{where}")
 
     def _registry(self, row: BuildRow, files: BuildFiles, report: Report,
                   state: dict[str, Any]) -> None:
@@ -376,19 +425,39 @@ class Verifier:
                 report.add("registry", False, "the registry's .gate attachment lacks the "
                                               f"sealed {GATE}")
                 raise _Broken
-        from alicorn.chain.gpgsign import (
-            GpgKeyRing,
-            default_lookaside_dir,
-            verify_manifest_signatures,
-        )
-        gpg = verify_manifest_signatures(
-            got[0], row.image_ref, lookaside_dir=default_lookaside_dir(self.settings.home, addr),
-            pubring=GpgKeyRing(self.settings.keys_dir).pubring)
+        from alicorn.chain.gpgsign import gpg_keyring_for, verify_manifest_signatures
+
+        with self._lookaside(files, addr, name, digest) as lookaside:
+            gpg = verify_manifest_signatures(
+                got[0], row.image_ref, lookaside_dir=lookaside,
+                pubring=gpg_keyring_for(self.settings).verifying_pubring())
         report.add("registry", True, f"{addr}/{name}@{digest}: sigstore signature by key "
                                      f"{key_id[:16]}…, GPG signature by {gpg.fingerprint[-16:]}, "
                                      "attestations, SBOMs"
                                      + (" and gate results" if GATE in sealed else "")
                                      + " match")
+
+
+    @contextlib.contextmanager
+    def _lookaside(self, files: BuildFiles, addr: str, name: str,
+                   digest: Digest) -> Iterator[Path]:
+        """This host's lookaside store for ``addr``; when it lacks the image's signatures
+        and the build's files hold them (a build of another host), a store made of those."""
+        from alicorn.chain.gpgsign import default_lookaside_dir, signature_dir
+        from alicorn.cluster.files import LOOKASIDE
+
+        here = default_lookaside_dir(self.settings.home, addr)
+        theirs = files.path(LOOKASIDE)
+        if (signature_dir(here, name, digest) / "signature-1").is_file() or \
+                not (theirs / "signature-1").is_file():
+            yield here
+            return
+        with tempfile.TemporaryDirectory(prefix="alicorn-lookaside-") as tmp:
+            directory = signature_dir(Path(tmp), name, digest)
+            directory.mkdir(parents=True)
+            for sig in theirs.glob("signature-*"):
+                shutil.copyfile(sig, directory / sig.name)
+            yield Path(tmp)
 
 
 def _blob(blobs: Path, digest: Digest, what: str) -> bytes:

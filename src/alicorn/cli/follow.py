@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -13,6 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from alicorn.cluster.config import load_queue_config
 from alicorn.config import Settings
+from alicorn.errors import Error
 from alicorn.store.builds import FINAL, QUEUED, RUNNING, BuildStore
 from alicorn.store.models import BuildRow
 from alicorn.worker.local import ensure_worker, reap, worker_running
@@ -37,7 +39,13 @@ def _events(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
 
 def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: bool,
            timeout: float | None = None) -> BuildRow:
-    """Render progress until the build is final; returns its final record."""
+    """Render progress until the build is final; returns its final record.
+
+    In a cluster the build runs on another host: its progress.jsonl comes from the shared
+    store (:func:`alicorn.cluster.files.materialize`), and a build retried as another
+    attempt (its worker died) is followed into that attempt."""
+    from alicorn.cluster import files
+
     path = settings.build_dir(build_id) / "progress.jsonl"
     # The embedded default: this host's worker runs the build, and is started (or found dead)
     # from here; the cluster's workers and reaper are elsewhere.
@@ -56,6 +64,9 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
         task = progress.add_task(f"build {build_id}: queued", total=None, detail="")
     try:
         while True:
+            if not local:
+                with contextlib.suppress(Error):
+                    files.materialize(settings, build_id)
             events, offset = _events(path, offset)
             for ev in events:
                 if json_lines:
@@ -78,7 +89,20 @@ def follow(settings: Settings, store: BuildStore, build_id: str, *, json_lines: 
             if now - last_check > 0.5 or any(e["event"] == "finish" for e in events):
                 last_check = now
                 row = store.get(build_id)
-                if row.state in FINAL:
+                if row.state in FINAL and row.retried_as is not None:
+                    # Another attempt runs the build now: follow that one.
+                    if progress is not None and task is not None:
+                        progress.console.print(f"  {row.error or 'retried'}")
+                    elif not json_lines:
+                        print(f"  {row.error or 'retried'}", file=sys.stderr, flush=True)
+                    build_id = row.retried_as
+                    path = settings.build_dir(build_id) / "progress.jsonl"
+                    offset = 0
+                    continue
+                if row.state in FINAL and (local or files.settled(settings, row)):
+                    if not local:
+                        with contextlib.suppress(Error):
+                            files.materialize(settings, build_id)
                     events, offset = _events(path, offset)
                     return row
                 if local and row.state == QUEUED:

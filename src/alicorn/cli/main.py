@@ -271,11 +271,12 @@ def trace(ident: str, as_json: bool, show_log: bool, offline: bool,
     """Walk back from an image DIGEST (or build id, or image reference) to its inputs and log."""
     from alicorn.chain.record import BUILD_LOG, PROVENANCE, BuildFiles
     from alicorn.chain.verify import Verifier
+    from alicorn.cluster.files import materialize
 
     settings = _settings()
     row = _build_for(settings, ident)
-    files = BuildFiles(settings.build_dir(row.id))
-    verifier = Verifier(settings, registry=not offline)
+    verifier = Verifier(settings, registry=not offline, fetch_image=False if offline else None)
+    files = BuildFiles(materialize(settings, row.id))
     report = verifier.verify(row)
     if bundle is not None:
         from alicorn.chain.bundle import make_bundle
@@ -384,7 +385,10 @@ def verify(ident: str | None, as_json: bool, offline: bool, bundle: Path | None,
             raise BadInput(f"{witness}: cannot read tree heads: {e}") from e
         witnessed = [SignedTreeHead.from_json(h) for h in (raw if isinstance(raw, list)
                                                              else [raw])]
-    report = Verifier(settings, registry=not offline, witnessed=witnessed).verify(row)
+    # --offline: nothing from the registry, the image included (in a cluster only the
+    # builder's store and the registry hold it).
+    report = Verifier(settings, registry=not offline, witnessed=witnessed,
+                      fetch_image=False if offline else None).verify(row)
     if rebuild:
         report.add("rebuild", *_rebuild(settings, row))
     if as_json:
@@ -458,11 +462,11 @@ def log_group() -> None:
 @click.option("--all", "all_heads", is_flag=True, help="Every head signed so far.")
 def log_head(all_heads: bool) -> None:
     """Print the latest signed tree head as JSON (what a witness keeps)."""
-    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.keys import keyring_for
     from alicorn.chain.translog import TransparencyLog
 
     settings = _settings()
-    log = TransparencyLog(settings.database_url, KeyRing(settings.keys_dir))
+    log = TransparencyLog(settings.database_url, keyring_for(settings))
     if all_heads:
         print(json.dumps([h.to_json() for h in log.heads()], indent=2))
         return
@@ -475,12 +479,11 @@ def log_head(all_heads: bool) -> None:
 @log_group.command("check")
 def log_check() -> None:
     """Recompute every entry, subtree and root, and check every signed head."""
-    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.keys import keyring_for
     from alicorn.chain.translog import TransparencyLog
 
     settings = _settings()
-    result = TransparencyLog(settings.database_url,
-                             KeyRing(settings.keys_dir)).check_integrity()
+    result = TransparencyLog(settings.database_url, keyring_for(settings)).check_integrity()
     out.print(f"the log holds: {result.tree_size} entries, root {result.root_hash}, "
               f"{result.heads_checked} signed heads consistent", highlight=False)
 
@@ -492,8 +495,8 @@ def keys() -> None:
 
 @keys.command("list")
 def keys_list() -> None:
-    from alicorn.chain.keys import KeyRing
-    for k in KeyRing(_settings().keys_dir).public_keys():
+    from alicorn.chain.keys import keyring_for
+    for k in keyring_for(_settings()).public_keys():
         out.print(f"{k.key_id} created {k.created}"
                   + (f" retired {k.retired}" if k.retired else " (signing)"), highlight=False)
 
@@ -505,15 +508,16 @@ def keys_export(directory: Path) -> None:
     for verifiers and witnesses."""
     import shutil
 
-    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.keys import keyring_for
     from alicorn.chain.translog import TransparencyLog
 
     settings = _settings()
-    ring = KeyRing(settings.keys_dir)
+    ring = keyring_for(settings)
     directory.mkdir(parents=True, exist_ok=True)
     for key in ring.public_keys():
         (directory / f"{key.key_id}.pem").write_text(key.pem)
-    shutil.copy(ring.index, directory / "keys.json")
+    (directory / "keys.json").write_text(json.dumps(
+        {"keys": [k.to_json() for k in ring.public_keys()]}, indent=2, sort_keys=True) + "\n")
     for name in ("gpg-pubring.gpg", "gpg-pubring.asc"):
         if (ring.public_dir / name).exists():
             shutil.copy(ring.public_dir / name, directory / name)
@@ -527,11 +531,12 @@ def keys_export(directory: Path) -> None:
 @keys.command("rotate")
 def keys_rotate() -> None:
     """Retire the signing key (it keeps verifying what it signed) and make a new one."""
-    from alicorn.chain.gpgsign import GpgKeyRing
-    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.gpgsign import gpg_keyring_for
+    from alicorn.chain.keys import keyring_for
     settings = _settings()
-    key = KeyRing(settings.keys_dir).rotate()
-    gpg = GpgKeyRing(settings.keys_dir).rotate()
+    # In a cluster the new public keys go to the database for the other hosts' verifiers.
+    key = keyring_for(settings).rotate()
+    gpg = gpg_keyring_for(settings).rotate()
     out.print(f"new signing key {key.key_id}\nnew GPG key {gpg.fingerprint}", highlight=False)
     if settings.registry_managed:
         from alicorn.registry.local import Registry
@@ -584,9 +589,11 @@ def _gate_problems(build_dir: Path, most: int = 5) -> list[tuple[str, str]]:
 def show(ident: str, as_json: bool) -> None:
     """Show a build by id, id prefix or image digest."""
     from alicorn.cli.follow import result_json
+    from alicorn.cluster.files import materialize
 
     settings = _settings()
     row = _store(settings).resolve(ident)
+    materialize(settings, row.id)  # a build of another host: its files from the shared store
     data = result_json(row, settings)
     data.update(argv=row.argv, submitter=row.submitter, inputs=row.inputs, outputs=row.outputs,
                 created=row.created_at.isoformat() + "Z",
@@ -632,7 +639,7 @@ def logs(ident: str, follow_: bool) -> None:
     """Print a build's log."""
     import time
 
-    from alicorn.store.builds import FINAL
+    from alicorn.cluster.files import materialize, settled
 
     settings = _settings()
     store = _store(settings)
@@ -640,6 +647,8 @@ def logs(ident: str, follow_: bool) -> None:
     path = settings.build_dir(row.id) / "build.log"
     pos = 0
     while True:
+        # A build of another host: what its worker sent so far (in a cluster).
+        materialize(settings, row.id)
         if path.exists():
             with open(path, "rb") as f:
                 f.seek(pos)
@@ -647,8 +656,10 @@ def logs(ident: str, follow_: bool) -> None:
                 pos += len(chunk)
             sys.stdout.write(chunk.decode("utf-8", "replace"))
             sys.stdout.flush()
-        if not follow_ or store.get(row.id).state in FINAL:
-            if follow_ and path.exists() and path.stat().st_size > pos:
+        # In a cluster an ended build's log is whole once its worker sealed it.
+        if not follow_ or settled(settings, store.get(row.id)):
+            if follow_ and (materialize(settings, row.id) and path.exists()
+                            and path.stat().st_size > pos):
                 continue
             break
         time.sleep(0.3)

@@ -29,7 +29,7 @@ from typing import Any
 
 from alicorn.chain import attach, dsse, provenance
 from alicorn.chain.dsse import KeyLookup
-from alicorn.chain.keys import KeyRing, PinnedKeys, PublicKey, SigningKeyError
+from alicorn.chain.keys import PinnedKeys, PublicKey, SigningKeyError, keyring_for
 from alicorn.chain.sigstore import (
     POLICY_JSON,
     SignatureError,
@@ -147,7 +147,7 @@ def _policy(settings: Settings, keys: Sequence[Path]) -> tuple[list[PublicKey], 
     if keys:
         pinned = PinnedKeys.from_pem_files(list(keys))
         return list(pinned.keys.values()), pinned, ", ".join(str(k) for k in keys)
-    ring = KeyRing(settings.keys_dir)
+    ring = keyring_for(settings)  # this host's keys, and every builder's in the database
     return ring.public_keys(), ring, str(ring.index)
 
 

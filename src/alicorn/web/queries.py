@@ -99,7 +99,7 @@ def build_summary(ctx: WebContext, row: BuildRow) -> dict[str, Any]:
     error, cancel_requested {at, by} | None, trigger}.
 
     ``step`` and ``progress`` are those of a running build (None otherwise)."""
-    step, progress = (progress_of(ctx.settings.build_dir(row.id) / "progress.jsonl")
+    step, progress = (progress_of(_dir(ctx, row.id, quiet=True) / "progress.jsonl")
                       if row.state == "running" else (None, None))
     return {
         "id": row.id, "state": row.state, "created_at": stamp(row.created_at),
@@ -151,6 +151,21 @@ def build_detail_row(ctx: WebContext, build_id: str) -> BuildRow:
     return _get(ctx, build_id)
 
 
+def _dir(ctx: WebContext, build_id: str, *, quiet: bool = False) -> Path:
+    """The build's directory on this host, with its files from the shared store when its
+    worker is another host (:func:`alicorn.cluster.files.materialize`); ``quiet``: a
+    shared store that cannot be read leaves what this host has (a list of builds goes on)."""
+    from alicorn.cluster.files import materialize
+    from alicorn.errors import Error
+
+    try:
+        return materialize(ctx.settings, build_id)
+    except Error:
+        if quiet:
+            return ctx.settings.build_dir(build_id)
+        raise
+
+
 def _get(ctx: WebContext, build_id: str) -> BuildRow:
     """A build by id or id prefix (hex only: what reaches the query is never a pattern)."""
     ident = build_id.strip().lower()
@@ -191,7 +206,7 @@ def commit_url(url: str | None, commit: str | None) -> str | None:
 def _record(ctx: WebContext, row: BuildRow) -> dict[str, Any]:
     from alicorn.chain.record import RECORD
 
-    path = ctx.settings.build_dir(row.id) / RECORD
+    path = _dir(ctx, row.id) / RECORD
     try:
         data: dict[str, Any] = json.loads(path.read_bytes())
         return data
@@ -202,8 +217,9 @@ def _record(ctx: WebContext, row: BuildRow) -> dict[str, Any]:
 def _logs(ctx: WebContext, row: BuildRow, record: dict[str, Any]) -> list[dict[str, Any]]:
     sealed = record.get("logs") or {}
     out = []
+    directory = _dir(ctx, row.id)
     for name in LOG_NAMES:
-        path = ctx.settings.build_dir(row.id) / name
+        path = directory / name
         try:
             size = path.stat().st_size
         except OSError:
@@ -246,7 +262,7 @@ def build_detail(ctx: WebContext, build_id: str, *, row: BuildRow | None = None
                  "base_digest": row.base_digest},
         sboms=record.get("sboms"),
         provenance={"digest": row.provenance_digest,
-                    "present": (ctx.settings.build_dir(row.id) / PROVENANCE).is_file()},
+                    "present": (_dir(ctx, row.id) / PROVENANCE).is_file()},
         transparency_log={"record_index": row.record_index, "inputs_index": row.inputs_index,
                           "record_digest": row.record_digest},
         checks=row.checks, logs=_logs(ctx, row, record), worker=row.worker,
@@ -368,7 +384,7 @@ def log_file(ctx: WebContext, build_id: str, name: str) -> Path:
         raise NotFound(f"a build has no log {echo(name)!r}",
                        hint="its logs are " + ", ".join(LOG_NAMES))
     row = _get(ctx, build_id)
-    path = ctx.settings.build_dir(row.id) / LOG_NAMES[LOG_NAMES.index(name)]
+    path = _dir(ctx, row.id) / LOG_NAMES[LOG_NAMES.index(name)]
     if not path.is_file():
         raise NotFound(f"build {row.id} has no {name} (yet)")
     return path
@@ -400,8 +416,11 @@ def read_log(ctx: WebContext, build_id: str, name: str, *, offset: int = 0,
         raise BadInput(f"offset must not be negative (got {offset})", where="offset")
     row = _get(ctx, build_id)
     # The state is read before the file: a build that had ended then has its whole log.
-    ended = ctx.builds.get(row.id).state in FINAL
-    path = ctx.settings.build_dir(row.id) / name
+    from alicorn.cluster.files import settled
+
+    # In a cluster an ended build's log is complete once its worker sealed it.
+    ended = settled(ctx.settings, ctx.builds.get(row.id))
+    path = _dir(ctx, row.id) / name
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -679,10 +698,10 @@ def module(ctx: WebContext, name: str) -> dict[str, Any]:
 # -- the transparency log -------------------------------------------------------------------
 
 def _log(ctx: WebContext) -> TransparencyLog:
-    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.keys import keyring_for
     from alicorn.chain.translog import TransparencyLog
 
-    return TransparencyLog(ctx.settings.database_url, KeyRing(ctx.settings.keys_dir))
+    return TransparencyLog(ctx.settings.database_url, keyring_for(ctx.settings))
 
 
 def _head_json(log: TransparencyLog, head: SignedTreeHead) -> dict[str, Any]:
@@ -771,9 +790,9 @@ def log_consistency(ctx: WebContext, old_size: int, new_size: int | None = None
 
 def keys(ctx: WebContext) -> list[dict[str, Any]]:
     """The public keys (PEM) that verify provenance and tree heads, retired ones too."""
-    from alicorn.chain.keys import KeyRing
+    from alicorn.chain.keys import keyring_for
 
-    return [k.to_json() for k in KeyRing(ctx.settings.keys_dir).public_keys()]
+    return [k.to_json() for k in keyring_for(ctx.settings).public_keys()]
 
 
 def build_file(ctx: WebContext, build_id: str, name: str) -> bytes:
@@ -784,7 +803,7 @@ def build_file(ctx: WebContext, build_id: str, name: str) -> bytes:
     if name not in allowed:
         raise NotFound(f"a build has no file {echo(name)!r}")
     row = _get(ctx, build_id)
-    path = ctx.settings.build_dir(row.id) / allowed[allowed.index(name)]
+    path = _dir(ctx, row.id) / allowed[allowed.index(name)]
     try:
         return path.read_bytes()
     except OSError:
