@@ -137,18 +137,14 @@ class BuildStore:
             where = [BuildRow.id == build_id, BuildRow.state == RUNNING]
             if worker is not None:
                 where.append(BuildRow.worker == worker)
-            old = s.scalars(select(BuildRow).where(*where)).first()
+            # Locked: a second caller waits for this one's commit, then finds it ended.
+            old = s.scalars(select(BuildRow).where(*where).with_for_update()).first()
             if old is None:
                 return None
             attempt = (old.attempt or 1) + 1
             nxt = None
             if retry and attempt <= max_attempts and old.cancel_requested_at is None:
-                nxt = self._new_row(Submission(
-                    argv=list(old.argv), source_kind=old.source_kind, recipe_path=old.recipe_path,
-                    source_url=old.source_url, source_ref=old.source_ref,
-                    recipe_content=old.recipe_content, options=dict(old.options or {}),
-                    trigger=old.trigger, submitter=old.submitter, token=old.submitted_token),
-                    attempt=attempt, retry_of=old.id, queue=old.queue)
+                nxt = self._retry_row(old, attempt)
                 s.add(nxt)
                 s.flush()
                 reason += f"; retried as build {nxt.id} (attempt {attempt} of {max_attempts})"
@@ -161,6 +157,39 @@ class BuildStore:
             if changed != 1:
                 raise Conflict(f"build {build_id} changed state while it was being ended")
         return nxt
+
+    def retry_failed(self, build_id: str, *, worker: str, max_attempts: int = 2) -> BuildRow | None:
+        """Queue the next attempt of a build ``worker`` recorded as failed for a reason that
+        was not the build's (the database was away, so the worker stopped it), as
+        :meth:`abandon` does for a running one: the failed row names it in ``retried_as``
+        (its error, sealed in its record, stays).  None when it is the last of
+        ``max_attempts``, was cancelled, or was retried already (one transaction, conditional
+        on that: two callers never both retry it)."""
+        with self._sessions.begin() as s:
+            where = [BuildRow.id == build_id, BuildRow.state == FAILED,
+                     BuildRow.worker == worker, BuildRow.retried_as.is_(None),
+                     BuildRow.cancel_requested_at.is_(None)]
+            # Locked: a second caller waits for this one's commit, then finds it ended.
+            old = s.scalars(select(BuildRow).where(*where).with_for_update()).first()
+            if old is None or (old.attempt or 1) + 1 > max_attempts:
+                return None
+            nxt = self._retry_row(old, (old.attempt or 1) + 1)
+            s.add(nxt)
+            s.flush()
+            changed = s.execute(  # type: ignore[attr-defined]
+                update(BuildRow).where(*where).values(retried_as=nxt.id)).rowcount
+            if changed != 1:
+                raise Conflict(f"build {build_id} changed while its retry was queued")
+        return nxt
+
+    def _retry_row(self, old: BuildRow, attempt: int) -> BuildRow:
+        """The queued row of attempt ``attempt`` of ``old``'s submission."""
+        return self._new_row(Submission(
+            argv=list(old.argv), source_kind=old.source_kind, recipe_path=old.recipe_path,
+            source_url=old.source_url, source_ref=old.source_ref,
+            recipe_content=old.recipe_content, options=dict(old.options or {}),
+            trigger=old.trigger, submitter=old.submitter, token=old.submitted_token),
+            attempt=attempt, retry_of=old.id, queue=old.queue)
 
     def undispatched(self, older_than: float) -> list[BuildRow]:
         """Queued builds not sent to a broker in the last ``older_than`` seconds (never sent,
