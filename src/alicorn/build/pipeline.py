@@ -28,6 +28,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +321,9 @@ class Build:
 
     _publish_log: BuildLog | None = None
     _checks_log: BuildLog | None = None
+    # Whether the build is still this worker's (the cluster sets it: its heartbeat); asked
+    # before the tag moves.
+    still_ours: Callable[[], bool] | None = None
 
     # -- cancelling ------------------------------------------------------------------------
     def _watch_cancel(self, watching: threading.Event) -> None:
@@ -573,7 +577,11 @@ class Build:
                                                                 self.settings.registry),
                             repo_name=recipe.name, manifest_digest=digest, log=log)
         # Last: the tag.  Until here whoever pulls recipe.name:recipe.tag gets the image it
-        # replaces.
+        # replaces.  In the cluster, only while the build is still this worker's: one the
+        # reaper took (its lease ran out) has a retry that publishes instead.
+        if self.still_ours is not None and not self.still_ours():
+            raise Error("the build was taken from this worker (its lease ran out) before its "
+                        "tag moved: not publishing (its retry publishes)")
         registry.move_tag(layout, recipe.name, recipe.tag, digest, log=log)
         log.write(f"published {ref}; attestations, SBOMs, gate reports and signatures "
                   f"({signature.identity}: sigstore by key {signature.key_id[:16]}, GPG "

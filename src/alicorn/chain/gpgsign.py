@@ -228,8 +228,26 @@ class GpgKeyRing:
             fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
+    _socket_dir_made = False
+
+    def _short_socket_dir(self) -> None:
+        """gpg-agent's sockets live in GNUPGHOME unless /run/user/UID exists, and a socket's
+        path is limited to 107 bytes: for a deep ALICORN_HOME, make that directory (as a
+        login would) and have gpgconf put the sockets under it."""
+        if self._socket_dir_made or len(str(self.home)) + len("/S.gpg-agent.browser") <= 107:
+            return
+        self._socket_dir_made = True
+        run_user = Path(f"/run/user/{os.getuid()}")
+        try:
+            run_user.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError:
+            return  # the error of gpg itself then says the path is too long
+        run([which("gpgconf", package="gpgconf"), "--homedir", str(self.home),
+             "--create-socketdir"], check=False, what="gpgconf --create-socketdir")
+
     def _gpg(self, *args: str, log: BuildLog | None, what: str) -> str:
         gpg = which("gpg", package="gnupg")
+        self._short_socket_dir()
         try:
             return run([gpg, "--homedir", str(self.home), "--batch", "--no-tty", *args],
                        log=log, what=what, timeout=120).stdout

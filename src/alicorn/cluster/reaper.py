@@ -215,18 +215,6 @@ def redispatch_lost(settings: Settings, store: BuildStore, config: QueueConfig) 
     return sent
 
 
-def _fresh_engines_after_fork() -> None:
-    """A process forked from one whose janitor has database connections (Celery's prefork
-    pool) must not use those sockets: it drops the inherited pools and opens its own."""
-    from alicorn.store import db
-    for engine in list(db._engines.values()):
-        engine.dispose(close=False)
-
-
-_fork_hook = threading.Lock()
-_fork_hooked = False
-
-
 class Janitor:
     """A daemon thread running :func:`reap_stale` and :func:`redispatch_lost` every
     ``lease / 4`` seconds until :meth:`stop`; a database or broker that is away is logged
@@ -241,11 +229,6 @@ class Janitor:
         self.rounds = 0
 
     def start(self) -> Janitor:
-        global _fork_hooked
-        with _fork_hook:
-            if not _fork_hooked:
-                os.register_at_fork(after_in_child=_fresh_engines_after_fork)
-                _fork_hooked = True
         self._thread.start()
         return self
 

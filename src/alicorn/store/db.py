@@ -5,6 +5,7 @@ The schema is owned by Alembic; every open brings the database to the newest rev
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from typing import Any
 
@@ -22,7 +23,10 @@ def engine_for(url: str) -> Engine:
     if url in _engines:
         return _engines[url]
     try:
-        engine = create_engine(url, future=True)
+        # pre_ping: a connection the pool kept across a database restart is replaced, not
+        # handed out to fail once.
+        engine = create_engine(url, future=True,
+                               pool_pre_ping=not url.startswith("sqlite"))
     except (SQLAlchemyError, ImportError) as e:
         raise StoreError(f"cannot open the database {url}: {e}") from e
     if engine.dialect.name == "sqlite":
@@ -38,6 +42,17 @@ def engine_for(url: str) -> Engine:
     migrate(engine)
     _engines[url] = engine
     return engine
+
+
+def _fresh_engines_after_fork() -> None:
+    """A process forked from one holding database connections (Celery's prefork pool forks
+    from a worker whose janitor has some) must not use those sockets: it drops the inherited
+    pools, without closing them under the parent, and opens its own."""
+    for engine in list(_engines.values()):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_fresh_engines_after_fork)
 
 
 def _current(engine: Engine) -> str | None:

@@ -117,6 +117,18 @@ def run_claimed(settings: Settings, store: BuildStore, row: BuildRow, *,
         hooks.append(lambda: files.live_sync(settings, store, row.id))
     beat = Heartbeat(store, row.id, row.worker, heartbeat, lost=lost, on_beat=hooks,
                      lease=queue.lease if queue is not None else None)
+    if queue is not None:
+        worker = row.worker
+
+        def still_ours() -> bool:
+            # Asked just before the tag moves: a build the reaper took (and retried) must not
+            # publish beside its retry.
+            ours = store.heartbeat(row.id, worker)
+            if not ours:
+                beat.taken = True
+            return ours
+
+        build.still_ours = still_ours
     try:
         with beat:
             outcome = build.run()
