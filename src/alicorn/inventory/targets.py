@@ -26,6 +26,7 @@ image's inventory unless ``podman diff`` shows it changed something that holds p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -188,12 +189,15 @@ def _alicorn_layout(text: str, settings: Settings | None) -> Path | None:
     hex_part = hex_part.lower()
     if not (_HEX.fullmatch(hex_part) and _MIN_PREFIX <= len(hex_part) <= 64):
         return None
-    images = (settings or load_settings()).images_dir
-    if not images.is_dir():
-        return None
+    settings = settings or load_settings()
+    images = settings.images_dir
     if len(hex_part) == 64:
         layout = images / hex_part
-        return layout if is_oci_layout(layout) else None
+        if is_oci_layout(layout):
+            return layout
+        return _from_cluster(settings, hex_part)
+    if not images.is_dir():
+        return None
     matches = sorted(p for p in images.iterdir()
                      if p.name.startswith(hex_part) and len(p.name) == 64
                      and _HEX.fullmatch(p.name) and is_oci_layout(p))
@@ -202,6 +206,31 @@ def _alicorn_layout(text: str, settings: Settings | None) -> Path | None:
         raise InventoryError(f"{text!r} is a prefix of {len(matches)} images Alicorn built "
                              f"({shown})", where=str(images), hint="give more of the digest")
     return matches[0] if matches else None
+
+
+def _from_cluster(settings: Settings, hex_part: str) -> Path | None:
+    """In a cluster (the Celery backend), an image another host's worker built: copied from
+    the registry its build names into this host's store; None elsewhere, or when no
+    published build made it."""
+    from alicorn.cluster.config import load_queue_config
+    if not load_queue_config(settings).celery:
+        return None
+    from alicorn.digest import Digest
+    from alicorn.errors import NotFound
+    from alicorn.registry.local import pull_to_store
+    from alicorn.store.builds import BuildStore
+    try:
+        row = BuildStore(settings.database_url).resolve("sha256:" + hex_part)
+    except NotFound:
+        return None
+    if not row.image_ref or row.digest != "sha256:" + hex_part:
+        return None
+    tag = "latest"
+    if row.recipe_content:
+        import yaml
+        with contextlib.suppress(yaml.YAMLError, AttributeError):
+            tag = str(yaml.safe_load(row.recipe_content).get("tag") or "latest")
+    return pull_to_store(settings, Digest(row.digest), row.image_ref, tag=tag)
 
 
 # -- podman ----------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -221,3 +223,45 @@ def trust_insecure(addr: str) -> None:
             path.write_text(text)
     except OSError:
         pass
+
+
+def pull_to_store(settings: Settings, digest: Digest, image_ref: str, *,
+                  tag: str = "latest") -> Path:
+    """Copy the image ``image_ref`` (``host:port/name@sha256:…``) from its registry into this
+    host's image store under ``digest`` and return its layout: in a cluster, the image a
+    worker on another host built.  The copy keeps the registry's bytes (skopeo
+    --preserve-digests), and a manifest that is not ``digest`` is refused; ``tag`` names it in
+    the layout's index, as the builder's layout does (the recipe's tag)."""
+    from alicorn.image.oci import read_manifest, store_layout
+
+    layout = settings.image_dir(digest.hex)
+    if layout.is_dir():
+        return layout
+    skopeo = which("skopeo")
+    settings.images_dir.mkdir(parents=True, exist_ok=True)
+    tmp = settings.images_dir / f".pull-{digest.hex[:16]}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if "@" not in image_ref or not image_ref.endswith(str(digest)):
+        raise RegistryError(f"{image_ref} does not name the image by its digest {digest}")
+    # The copy is pinned by digest and checked against it, the digest being what the build's
+    # sealed record names; the host's signature policy (which wants the lookaside signature
+    # of the builder's host) is not what decides whether these bytes are the build's.
+    tmp.mkdir()
+    policy = tmp.with_name(tmp.name + ".policy.json")
+    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+    try:
+        run([skopeo, "--policy", str(policy), "copy", "--quiet", "--preserve-digests",
+             "--src-tls-verify=false", f"docker://{image_ref}", f"oci:{tmp}:{tag}"],
+            what="skopeo copy", timeout=1800)
+        index = json.loads((tmp / "index.json").read_text())
+        held = Digest(index["manifests"][0]["digest"])
+        if held != digest:
+            raise RegistryError(f"{image_ref} holds the manifest {held}, not {digest}")
+        read_manifest(tmp)
+        return store_layout(tmp, settings.images_dir, digest)
+    except ToolError as e:
+        raise RegistryError(f"cannot copy {image_ref} from its registry: {e.message}",
+                            hint="check that the registry is up and holds the image") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        policy.unlink(missing_ok=True)
