@@ -213,10 +213,17 @@ def _git_capability(settings: Settings, url: str | None, ref: str | None,
 def _register(app: Celery, settings: Settings, config: QueueConfig) -> None:
     @app.task(name=BUILD_TASK, bind=True, ignore_result=False)  # type: ignore[untyped-decorator]
     def build(self: Any, build_id: str) -> dict[str, Any]:
+        from alicorn.errors import NotFound
         from alicorn.store.builds import BuildStore
         from alicorn.worker.run import build_task
 
         here = load_settings(settings.home)
+        try:
+            # Sent just before the submitter's transaction commits: wait for the row.
+            BuildStore(here.database_url).wait_for(build_id)
+        except NotFound:
+            # The submission was rolled back (its row never committed): nothing to build.
+            return {"build_id": build_id, "ran": False, "missing": True}
         queue = forward_to(here, self.app, build_id)
         if queue is not None:
             # Not ours to claim: sent on to the builders that can build it.

@@ -107,6 +107,20 @@ class BuildStore:
             ).rowcount
         return self.get(build_id) if claimed == 1 else None
 
+    def wait_for(self, build_id: str, timeout: float = 10.0) -> BuildRow:
+        """The build ``build_id``, waiting up to ``timeout`` seconds for it to exist: a broker
+        message is sent inside the submitter's transaction, just before it commits, so a
+        worker can hear of a build a moment before it can read it.  NotFound after that (a
+        submission that was rolled back)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.get(build_id)
+            except NotFound:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
+
     def heartbeat(self, build_id: str, worker: str) -> bool:
         """Record that ``worker`` still runs ``build_id``; False when the build is no longer
         its own running build (the reaper failed it, say): the worker must stop it."""
