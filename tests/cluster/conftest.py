@@ -23,7 +23,13 @@ from typing import Any
 
 import pytest
 
-from alicorn.cluster.compose import Postgres, Redis, start_postgres, start_redis
+from alicorn.cluster.compose import (
+    Postgres,
+    Redis,
+    start_postgres,
+    start_redis,
+    stop_gpg_agent,
+)
 from conftest import ALICORN, EXAMPLES, Cli, require
 
 
@@ -90,6 +96,9 @@ class Cluster:
     def stop(self) -> None:
         for w in self.workers:
             w.stop()
+        # GPG signing starts a gpg-agent per home, out of the worker's process group.
+        for home in (self.root / "homes").glob("*"):
+            stop_gpg_agent(home)
         self.redis.stop()
         self.postgres.remove()
 
@@ -104,6 +113,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = json.loads((home / "config.json").read_text())["registry_port"]
     yield f"127.0.0.1:{port}"
     c("registry", "stop", timeout=60)
+    stop_gpg_agent(home)
 
 
 @pytest.fixture
@@ -159,4 +169,56 @@ def wait_final(cluster: Cluster, build_ids: list[str], timeout: float = 600) -> 
         time.sleep(0.5)
 
 
-__all__ = ["ALICORN", "Cluster", "RpmPony", "Worker", "sys", "wait_final"]
+@dataclass
+class Compose:
+    """A cluster started by `alicorn cluster up` in ``dir`` (the compose of issue 8), driven
+    through the command line as a user would."""
+
+    dir: Path
+    admin: Cli   # the home `alicorn cluster ...` runs from
+
+    def __call__(self, *args: str, check: bool = False, timeout: float = 300,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return self.admin("cluster", *args, "--dir", str(self.dir), check=check,
+                          timeout=timeout, env=env)
+
+    def state(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.dir / "cluster.json").read_text())
+        return data
+
+    def env(self) -> dict[str, str]:
+        """What ``. DIR/env`` exports, read from the file itself."""
+        out = subprocess.run(["sh", "-c", f". {self.dir / 'env'} && env -0"],
+                             capture_output=True, check=True, env={"PATH": "/usr/bin:/bin"})
+        pairs = (item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
+        return {k: v for k, v in pairs if k.startswith("ALICORN_")}
+
+    def cli(self, name: str) -> Cli:
+        """A home of its own pointed at the cluster by DIR/env (a user's)."""
+        return Cli(self.dir.parent / f"user-{name}", env=self.env())
+
+    def pids(self) -> list[int]:
+        """Every process the cluster recorded (services, workers, forwarders)."""
+        if not (self.dir / "cluster.json").exists():
+            return []
+        state = self.state()
+        found = []
+        for entry in [*state["services"].values(), *state["workers"]]:
+            found += [entry[k] for k in ("pid", "epmd_pid", "proxy_pid") if entry.get(k)]
+        return found
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> Iterator[Compose]:
+    """A directory for `alicorn cluster up`; whatever runs there at the end is stopped and
+    its data removed."""
+    require("redis-server", "initdb", "pg_ctl", "docker-registry")
+    c = Compose(tmp_path / "cluster", Cli(tmp_path / "admin"))
+    try:
+        yield c
+    finally:
+        if (c.dir / "cluster.json").exists():
+            c("down", "--remove", timeout=180)
+
+
+__all__ = ["ALICORN", "Cluster", "Compose", "RpmPony", "Worker", "sys", "wait_final"]
