@@ -318,6 +318,8 @@ def create_app(settings: Settings, config: ApiConfig | None = None) -> FastAPI:
 
     app.include_router(api.router, prefix=API_PREFIX)
     app.include_router(api.health_router, include_in_schema=False)
+    from alicorn.web import metrics  # GET /metrics: the cluster's Prometheus figures
+    app.include_router(metrics.router)
     app.include_router(pages.router)
     pages.mount_static(app)
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
