@@ -6,12 +6,15 @@ ALICORN_TEST_REQUIRE_ALL=1 (set by .ci/run, where everything is installed) such 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +221,48 @@ def page(port: int, *, timeout: float = 10) -> str:
     import urllib.request
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=timeout) as resp:
         return str(resp.read().decode("utf-8", "replace"))
+
+
+class StallingRepo(http.server.ThreadingHTTPServer):
+    """Serves an RPM repository (the RPM pony's), but holds every package download until
+    :attr:`release` is set: a build that stays in dnf's download as long as a test needs."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.stalled = threading.Event()
+        self.release = threading.Event()
+        super().__init__(("127.0.0.1", 0), partial(_StallingHandler, directory=str(root)))
+
+
+class _StallingHandler(http.server.SimpleHTTPRequestHandler):
+    server: StallingRepo
+
+    def do_GET(self) -> None:
+        if self.path.endswith(".rpm") and not self.server.release.is_set():
+            self.server.stalled.set()
+            self.server.release.wait(300)
+            return
+        super().do_GET()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stalling_repo(tmp_path: Path) -> Iterator[StallingRepo]:
+    require("rpmbuild", "createrepo_c", "dnf", "busybox")
+    example = tmp_path / "stall-pony"
+    shutil.copytree(EXAMPLES / "pony" / "rpm", example, ignore=shutil.ignore_patterns("repo"))
+    subprocess.run([str(example / "build-repo"), str(example / "repo"), "--version", "1"],
+                   check=True, capture_output=True)
+    server = StallingRepo(example / "repo")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()

@@ -10,6 +10,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -34,6 +36,28 @@ def alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][:1] != "Z"
     except OSError:
         return True
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    state: str      # R, S, D, Z, ...
+    ppid: int
+    pgid: int
+
+
+def processes() -> Iterator[ProcessInfo]:
+    """Every process /proc shows now (one that ends while being read is left out)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name in parentheses may hold spaces and parentheses: split after it.
+        fields = stat.rsplit(")", 1)[1].split()
+        yield ProcessInfo(int(entry.name), fields[0], int(fields[1]), int(fields[2]))
 
 
 def spawn(argv: list[str], *, pidfile: Path, logfile: Path, env: dict[str, str] | None = None,

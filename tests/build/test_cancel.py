@@ -4,16 +4,11 @@ record, and leaves no work dir and no process behind; an ended build cannot be c
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import shutil
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +19,7 @@ from alicorn.config import load_settings
 from alicorn.errors import Conflict, NotFound
 from alicorn.proc import Cancelled, Stopper, run
 from alicorn.store.builds import FAILED, QUEUED, BuildStore, Submission
-from conftest import EXAMPLES, Cli, require
+from conftest import EXAMPLES, Cli, StallingRepo
 
 RECIPE = """\
 recipe: 1
@@ -144,50 +139,6 @@ def test_stopper_terminates_then_kills_and_starts_nothing_more(tmp_path: Path) -
 
 # -- a real build, cancelled while dnf downloads -----------------------------------------------
 
-class _StallingRepo(http.server.ThreadingHTTPServer):
-    """Serves an RPM repository, but holds every package download until released."""
-
-    daemon_threads = True
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.stalled = threading.Event()
-        self.release = threading.Event()
-        super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    server: _StallingRepo
-
-    def do_GET(self) -> None:
-        if self.path.endswith(".rpm"):
-            self.server.stalled.set()
-            self.server.release.wait(120)
-            return
-        super().do_GET()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def stalling_repo(tmp_path: Path) -> Iterator[_StallingRepo]:
-    require("rpmbuild", "createrepo_c", "dnf", "busybox")
-    example = tmp_path / "pony"
-    shutil.copytree(EXAMPLES / "pony" / "rpm", example, ignore=shutil.ignore_patterns("repo"))
-    subprocess.run([str(example / "build-repo"), str(example / "repo"), "--version", "1"],
-                   check=True, capture_output=True)
-    server = _StallingRepo(example / "repo")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-
-
 def _processes_under(path: Path) -> list[str]:
     """The command lines of live processes that name ``path``."""
     found = []
@@ -211,7 +162,7 @@ def _wait_for(what: str, ok: Any, timeout: float) -> None:
 
 
 def test_a_running_build_is_stopped_and_sealed(cli: Cli, tmp_path: Path,
-                                               stalling_repo: _StallingRepo) -> None:
+                                               stalling_repo: StallingRepo) -> None:
     text = (EXAMPLES / "pony" / "rpm" / "pony.yaml").read_text().replace(
         "url: repo", f"url: http://127.0.0.1:{stalling_repo.server_address[1]}")
     recipe = tmp_path / "pony-stall.yaml"

@@ -5,16 +5,12 @@ done exactly once or failed with a reason; none is left running; none is publish
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,58 +24,13 @@ from alicorn.store.builds import DONE, FAILED, QUEUED, RUNNING, BuildStore, Subm
 from alicorn.store.db import engine_for
 from alicorn.store.models import BuildRow
 from cluster.conftest import Cluster, RpmPony, wait_final
-from conftest import EXAMPLES, require
+from conftest import EXAMPLES, StallingRepo
 
 FAST = {"ALICORN_QUEUE_LEASE": "6", "ALICORN_QUEUE_HEARTBEAT": "1",
         "ALICORN_QUEUE_MAX_ATTEMPTS": "2", "ALICORN_QUEUE_REDISPATCH_AFTER": "4"}
 
 
-class _StallingRepo(http.server.ThreadingHTTPServer):
-    """Serves an RPM repository, but holds every package download until released; after
-    that it serves them."""
-
-    daemon_threads = True
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.stalled = threading.Event()
-        self.release = threading.Event()
-        super().__init__(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    server: _StallingRepo
-
-    def do_GET(self) -> None:
-        if self.path.endswith(".rpm") and not self.server.release.is_set():
-            self.server.stalled.set()
-            self.server.release.wait(300)
-            return
-        super().do_GET()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def stalling_repo(tmp_path: Path) -> Iterator[_StallingRepo]:
-    require("rpmbuild", "createrepo_c", "dnf", "busybox")
-    example = tmp_path / "stall-pony"
-    shutil.copytree(EXAMPLES / "pony" / "rpm", example, ignore=shutil.ignore_patterns("repo"))
-    subprocess.run([str(example / "build-repo"), str(example / "repo"), "--version", "1"],
-                   check=True, capture_output=True)
-    server = _StallingRepo(example / "repo")
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
-
-
-def _stalling_recipe(tmp_path: Path, repo: _StallingRepo, name: str) -> Path:
+def _stalling_recipe(tmp_path: Path, repo: StallingRepo, name: str) -> Path:
     text = (EXAMPLES / "pony" / "rpm" / "pony.yaml").read_text().replace(
         "url: repo", f"url: http://127.0.0.1:{repo.server_address[1]}").replace(
         "name: pony-rpm", f"name: {name}", 1)
@@ -126,7 +77,7 @@ def _check_submissions(store: BuildStore, ids: list[str]) -> dict[str, list[Buil
 # -- a worker killed mid-build ------------------------------------------------------------------
 
 def test_a_worker_killed_mid_build_is_retried_on_the_other(
-        cluster: Cluster, rpm_pony: RpmPony, stalling_repo: _StallingRepo,
+        cluster: Cluster, rpm_pony: RpmPony, stalling_repo: StallingRepo,
         tmp_path: Path) -> None:
     cluster.queue_env = dict(FAST)
     w1 = cluster.start_worker("w1")
@@ -202,7 +153,7 @@ def test_broker_down_at_submit_records_nothing(cluster: Cluster, rpm_pony: RpmPo
 # -- the database -------------------------------------------------------------------------------
 
 def test_database_down_mid_build_fails_it_cleanly_and_retries(
-        cluster: Cluster, stalling_repo: _StallingRepo, tmp_path: Path) -> None:
+        cluster: Cluster, stalling_repo: StallingRepo, tmp_path: Path) -> None:
     cluster.queue_env = dict(FAST)
     w1 = cluster.start_worker("w1")
     store = BuildStore(cluster.postgres.url)

@@ -364,18 +364,8 @@ class Netns:
 
 def group_members(pgid: int) -> list[int]:
     """The live (not zombie) processes of process group ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(int(entry.name))
-    return found
+    from alicorn import daemon
+    return [p.pid for p in daemon.processes() if p.state != "Z" and p.pgid == pgid]
 
 
 def alive(pid: int | None) -> bool:

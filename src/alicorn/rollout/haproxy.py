@@ -469,14 +469,5 @@ def _public_name(server: str) -> str:
 
 def _children(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (HAProxy's workers)."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(") ", 1)[1].split()[1]) == pid:
-            out.append(int(entry.name))
-    return out
+    from alicorn import daemon
+    return [p.pid for p in daemon.processes() if p.ppid == pid]
