@@ -137,4 +137,11 @@ def result_json(row: BuildRow, settings: Settings) -> dict[str, Any]:
         "checks": row.checks,
         "trigger": row.trigger,
         "base_digest": row.base_digest,   # a layered image's base
+        # Who ran it, and which attempt of its submission it is (a worker lost mid-build
+        # fails its attempt, which names the next one).
+        "worker": row.worker,
+        "attempt": row.attempt or 1,
+        "retry_of": row.retry_of,
+        "retried_as": row.retried_as,
+        "queue": row.queue,
     }

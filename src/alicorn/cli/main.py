@@ -316,7 +316,8 @@ def trace(ident: str, as_json: bool, show_log: bool, offline: bool,
         if data["source"]:
             out.print(f"source     {row.source_url} {row.source_ref} → commit "
                       f"{row.source_commit}", highlight=False)
-        out.print(f"recipe     {row.recipe_path} ({row.recipe_digest})", highlight=False)
+        out.print(f"recipe     {row.recipe_path} ({row.recipe_digest or 'not read'})",
+                  highlight=False)
         if row.trigger:
             out.print(f"trigger    advisories "
                       f"{', '.join(row.trigger.get('advisories') or []) or '-'}; replaces "
@@ -605,10 +606,14 @@ def show(ident: str, as_json: bool) -> None:
         print(json.dumps(data, indent=2, sort_keys=True))
         return
     for key in ("build_id", "state", "digest", "image", "error", "argv", "submitter", "created",
-                "finished", "cached_from", "log", "log_digest"):
+                "finished", "cached_from", "log", "log_digest", "worker", "queue", "retry_of",
+                "retried_as"):
         if data.get(key) is not None:
             out.print(f"{key:12} {data[key]}", highlight=False)
-    out.print(f"{'recipe':12} {row.recipe_path} ({row.recipe_digest})", highlight=False)
+    if (row.attempt or 1) > 1 or row.retried_as:
+        out.print(f"{'attempt':12} {row.attempt or 1}", highlight=False)
+    out.print(f"{'recipe':12} {row.recipe_path} ({row.recipe_digest or 'not read'})",
+              highlight=False)
     if data["source"]:
         out.print(f"{'source':12} {row.source_url} {row.source_ref} → {row.source_commit}",
                   highlight=False)
@@ -803,6 +808,9 @@ def worker(once: bool, idle_exit: float | None, concurrency: int,
             raise BadInput("--once and --idle-exit are for the embedded worker",
                            hint="a Celery worker runs until it is stopped (SIGTERM)")
         from alicorn.cluster.worker import run_celery_worker
+        # The database first: a builder that cannot reach it says so, and exits 69 for its
+        # supervisor to start it again later (a broker that is down, Celery waits for).
+        _store(settings)
         run_celery_worker(settings, config, concurrency=concurrency,
                           capabilities=capabilities or ("deb", "rpm"), arch=arch,
                           listen=listen)

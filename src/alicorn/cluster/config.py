@@ -58,25 +58,32 @@ class QueueConfig:
             return self.result_backend
         return "db+" + settings.database_url
 
-    def check(self, where: str) -> QueueConfig:
+    def check(self, where: str, sources: dict[str, str] | None = None) -> QueueConfig:
+        """Refuse settings that cannot work; ``sources`` names where each setting came from
+        (``ALICORN_BROKER_URL``, ``config.json queue.lease``), ``where`` the rest."""
+        def at(name: str) -> str:
+            return (sources or {}).get(name, where)
+
         if self.backend not in BACKENDS:
-            raise BadInput(f"unknown queue backend {self.backend!r}", where=where,
+            raise BadInput(f"unknown queue backend {self.backend!r}", where=at("backend"),
                            hint="the backend is local or celery")
         if self.celery and not self.broker:
-            raise BadInput("the celery backend needs a broker URL", where=where,
+            raise BadInput("the celery backend needs a broker URL", where=at("backend"),
                            hint="set ALICORN_BROKER_URL=redis://HOST:6379/0 (or amqp://...)")
         if self.celery and self.broker and not self.broker.startswith(
                 ("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://")):
             raise BadInput(f"broker URL {self.broker!r} is neither Redis nor RabbitMQ",
-                           where=where, hint="redis://HOST:PORT/DB or amqp://USER:PW@HOST/VHOST")
+                           where=at("broker"),
+                           hint="redis://HOST:PORT/DB or amqp://USER:PW@HOST/VHOST")
         for name in ("lease", "heartbeat", "redispatch_after"):
             if float(getattr(self, name)) <= 0:
-                raise BadInput(f"queue {name} must be a positive number of seconds", where=where)
+                raise BadInput(f"queue {name} must be a positive number of seconds",
+                               where=at(name))
         if self.heartbeat * 2 > self.lease:
             raise BadInput(f"the heartbeat ({self.heartbeat:g} s) must be at most half the "
-                           f"lease ({self.lease:g} s)", where=where)
+                           f"lease ({self.lease:g} s)", where=at("heartbeat"))
         if self.max_attempts < 1:
-            raise BadInput("queue max_attempts must be at least 1", where=where)
+            raise BadInput("queue max_attempts must be at least 1", where=at("max_attempts"))
         return self
 
 
@@ -109,19 +116,22 @@ def load_queue_config(settings: Settings) -> QueueConfig:
         raise BadInput("the queue settings must be an object", where=f"{path} queue")
     names = {f.name for f in fields(QueueConfig)}
     config = QueueConfig()
+    sources: dict[str, str] = {}
     for key, value in stored.items():
         if key not in names:
             raise BadInput(f"unknown queue setting {key!r}", where=f"{path} queue",
                            hint="known: " + ", ".join(sorted(names)))
-        config = replace(config, **{key: _coerce(key, value, f"{path} queue.{key}")})
-    env = {"backend": os.environ.get("ALICORN_QUEUE"),
-           "broker": os.environ.get("ALICORN_BROKER_URL")}
-    for key in names - {"backend", "broker"}:
-        env[key] = os.environ.get(f"ALICORN_QUEUE_{key.upper()}")
-    for key, value in env.items():
+        sources[key] = f"{path} queue.{key}"
+        config = replace(config, **{key: _coerce(key, value, sources[key])})
+    variables = {"backend": "ALICORN_QUEUE", "broker": "ALICORN_BROKER_URL"}
+    for key in names - set(variables):
+        variables[key] = f"ALICORN_QUEUE_{key.upper()}"
+    for key, variable in variables.items():
+        value = os.environ.get(variable)
         if value:
-            config = replace(config, **{key: _coerce(key, value, f"ALICORN_QUEUE_{key.upper()}")})
-    return config.check(str(path) if stored else "ALICORN_QUEUE")
+            sources[key] = variable
+            config = replace(config, **{key: _coerce(key, value, variable)})
+    return config.check(str(path) if stored else "ALICORN_QUEUE", sources)
 
 
 def machine_arch() -> str:

@@ -90,7 +90,7 @@ class CeleryDispatcher:
             raise
         except Exception as e:  # kombu's and redis-py's many connection errors
             raise Unavailable(
-                f"cannot queue build {row.id}: the broker {_redacted(self.config.broker)} "
+                f"cannot queue the build: the broker {_redacted(self.config.broker)} "
                 f"cannot be reached ({type(e).__name__}: {e}); nothing was recorded",
                 hint="start the broker (or check ALICORN_BROKER_URL) and submit again") from e
 

@@ -10,10 +10,10 @@ from importlib import resources
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from alicorn.errors import StoreError
+from alicorn.errors import StoreError, Unavailable
 from alicorn.store.schema import head_revision
 
 _engines: dict[str, Engine] = {}
@@ -28,7 +28,11 @@ def engine_for(url: str) -> Engine:
         engine = create_engine(url, future=True,
                                pool_pre_ping=not url.startswith("sqlite"))
     except (SQLAlchemyError, ImportError) as e:
-        raise StoreError(f"cannot open the database {url}: {e}") from e
+        hint = None
+        if url.startswith("postgres:") or url.startswith("postgres+"):
+            hint = "SQLAlchemy names PostgreSQL postgresql+psycopg://USER@HOST:PORT/DB"
+        raise StoreError(f"cannot open the database {_shown(url)}: {e}",
+                         where="ALICORN_DATABASE_URL", hint=hint) from e
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -42,6 +46,15 @@ def engine_for(url: str) -> Engine:
     migrate(engine)
     _engines[url] = engine
     return engine
+
+
+def _shown(url: str) -> str:
+    """``url`` without its password."""
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return "(an unreadable URL)"
 
 
 def _fresh_engines_after_fork() -> None:
@@ -82,6 +95,13 @@ def migrate(engine: Engine) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+    except OperationalError as e:
+        if engine.dialect.name == "sqlite":
+            raise StoreError(f"cannot migrate the database {engine.url!r}: {e.orig}") from e
+        first = str(e.orig).strip().splitlines()[0] if str(e.orig).strip() else type(e).__name__
+        raise Unavailable(f"the database {engine.url!r} cannot be reached: {first}",
+                          where="ALICORN_DATABASE_URL",
+                          hint="start it, or check the host, port and user in the URL") from e
     except SQLAlchemyError as e:
         raise StoreError(f"cannot migrate the database {engine.url!r}: {e}") from e
 
