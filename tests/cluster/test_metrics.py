@@ -62,6 +62,10 @@ def test_worker_health_and_metrics(cluster: Cluster, rpm_pony: RpmPony, tmp_path
     assert health["database"]["ok"] and health["broker"]["ok"]
     assert _get(base + "/nothing")[0] == 404
 
+    assert health["running"] == []
+    assert ("alicorn_queue_depth", (("queue", "alicorn.deb.x86_64"),)) not in \
+        _samples(base + "/metrics")
+
     api = cluster.cli()
     # A Debian build no worker of this cluster takes: it stays queued, and is counted so.
     deb = tmp_path / "deb.yaml"
@@ -69,6 +73,9 @@ def test_worker_health_and_metrics(cluster: Cluster, rpm_pony: RpmPony, tmp_path
     api("build", str(deb), "--no-wait", check=True)
     good = api("build", str(rpm_pony.recipe("pony-metrics")), "--no-wait", "--skip-checks",
                check=True).stdout.strip()
+    # While it builds, the worker tells it among its running builds (its pool process's).
+    _poll("the build among the worker's running ones",
+          lambda: good in json.loads(_get(base + "/healthz")[1])["running"])
     broken = rpm_pony.recipe("pony-metrics-broken").read_text().replace(
         "url: repo", "url: /nonexistent/repo")
     bad_recipe = rpm_pony.dir / "pony-metrics-broken.yaml"
@@ -99,6 +106,15 @@ def test_worker_health_and_metrics(cluster: Cluster, rpm_pony: RpmPony, tmp_path
         for key in (("alicorn_builds_total", (("state", "done"),)),
                     ("alicorn_queue_depth", (("queue", "alicorn.deb.x86_64"),))):
             assert served[key] == m[key]
+        # The cluster's shape: the worker process that ran both builds, idle now.
+        status, body = _get(f"http://{listen}/api/v1/cluster")
+        view = json.loads(body)
+        assert status == 200, view
+        assert view["queues"] == {"alicorn.deb.x86_64": 1}
+        ran = {rows[good].worker, rows[bad].worker}
+        assert {w["worker"] for w in view["workers"]} == ran
+        assert all(w["running"] == [] and not w["alive"] and w["last_seen"]
+                   for w in view["workers"])
     finally:
         api("down", timeout=60)
 
@@ -108,6 +124,9 @@ def test_worker_health_and_metrics(cluster: Cluster, rpm_pony: RpmPony, tmp_path
     health = json.loads(body)
     assert status == 503 and not health["ok"] and not health["database"]["ok"]
     assert health["database"]["error"] and health["broker"]["ok"]
+    # ... and its figures are not made up: the scrape fails, naming the database.
+    status, body = _get(base + "/metrics")
+    assert status == 503 and b"ALICORN_DATABASE_URL" in body, body
 
 
 def test_a_bad_listen_address_is_refused(cluster: Cluster) -> None:

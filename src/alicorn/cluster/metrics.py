@@ -9,10 +9,18 @@ what only it can see: its broker queues' lengths (Redis) and its own health.
 ``alicorn worker --listen HOST:PORT`` serves, from the Celery worker's main process:
 
 - ``GET /healthz``: JSON ``{"ok", "worker", "queues", "database", "broker", "running"}``, 200
-  when both the database and the broker answer, else 503;
-- ``GET /metrics``: the Prometheus text format.
+  when both the database and the broker answer, else 503; ``running`` is the builds this
+  worker's pool processes run (their ``host:pid`` is the build's ``worker``), so several
+  workers on one host each tell their own;
+- ``GET /metrics``: the Prometheus text format; 503 with the reason when the database cannot
+  be reached (a scrape that fails, not figures that lie).
 
-The API host serves the same ``/metrics`` (:mod:`alicorn.web.metrics`).
+The API host serves the same ``/metrics`` and ``GET /api/v1/cluster`` (:func:`cluster_view`:
+the workers seen lately, their running builds, the queue depths) (:mod:`alicorn.web.metrics`).
+
+Idle workers leave no trace in the database, so the figures count the workers running a build
+(``alicorn_workers_busy``); asking every worker over the broker (Celery's ping) would cost a
+scrape seconds.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,11 +42,13 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import case, distinct, extract, func, select, text
+from sqlalchemy import DateTime, case, distinct, extract, func, select, text, type_coerce
+from sqlalchemy.exc import SQLAlchemyError
 
 from alicorn.cluster.config import QueueConfig
 from alicorn.config import Settings
-from alicorn.errors import BadInput
+from alicorn.daemon import processes
+from alicorn.errors import BadInput, Error, StoreError, Unavailable
 from alicorn.store.builds import DONE, FAILED, QUEUED, RUNNING, now
 from alicorn.store.db import engine_for
 from alicorn.store.models import BuildRow
@@ -76,6 +86,18 @@ class ClusterCollector(Collector):
         return family
 
     def collect(self) -> Iterator[Metric]:
+        """The figures; :class:`~alicorn.errors.Unavailable` when the database cannot be
+        reached (no family is half-told)."""
+        try:
+            families = list(self._families())
+        except (SQLAlchemyError, StoreError) as e:
+            raise Unavailable(f"the database cannot be reached: {_first_line(e)}",
+                              where="ALICORN_DATABASE_URL",
+                              hint="the figures come from the database; start it, or "
+                                   "check the URL") from e
+        yield from families
+
+    def _families(self) -> Iterator[Metric]:
         engine = engine_for(self.database_url)
         with engine.connect() as conn:
             depth = GaugeMetricFamily("alicorn_queue_depth", "Builds queued, by queue",
@@ -140,6 +162,52 @@ class BrokerCollector(Collector):
         yield family
 
 
+def _worker_entry(name: str, last_seen: datetime | None) -> dict[str, Any]:
+    host, _, pid = name.rpartition(":")
+    return {"worker": name, "host": host, "pid": int(pid) if pid.isdigit() else None,
+            "last_seen": last_seen.isoformat() + "Z" if last_seen else None,
+            "running": [], "alive": False}
+
+
+def cluster_view(database_url: str, lease: float = 60.0,
+                 seen_within: float = 900.0) -> dict[str, Any]:
+    """The cluster as the database sees it: the worker processes that ran a build within
+    ``seen_within`` seconds (``host:pid``, when last seen, their running builds, ``alive``:
+    a running build's heartbeat is within ``lease``), and the builds queued per queue.
+    :class:`~alicorn.errors.Unavailable` when the database cannot be reached."""
+    stamp = now()
+    fresh = stamp - timedelta(seconds=lease)
+    # type_coerce: SQLite hands MAX(COALESCE(...)) back as text; the type makes it a datetime.
+    seen = type_coerce(func.max(func.coalesce(BuildRow.finished_at, BuildRow.heartbeat_at,
+                                              BuildRow.started_at)), DateTime)
+    try:
+        with engine_for(database_url).connect() as conn:
+            last = conn.execute(select(BuildRow.worker, seen).where(
+                BuildRow.worker.is_not(None)).group_by(BuildRow.worker).having(
+                seen >= stamp - timedelta(seconds=seen_within))).all()
+            running = conn.execute(select(BuildRow.worker, BuildRow.id, BuildRow.heartbeat_at)
+                                   .where(BuildRow.state == RUNNING)
+                                   .order_by(BuildRow.started_at)).all()
+            depth = dict(conn.execute(select(BuildRow.queue, func.count())
+                                      .where(BuildRow.state == QUEUED)
+                                      .group_by(BuildRow.queue)).all())
+    except (SQLAlchemyError, StoreError) as e:
+        raise Unavailable(f"the database cannot be reached: {_first_line(e)}",
+                          where="ALICORN_DATABASE_URL",
+                          hint="start it, or check the URL") from e
+    workers: dict[str, dict[str, Any]] = {}
+    for name, when in last:
+        workers[str(name)] = _worker_entry(str(name), when)
+    for name, build_id, beat in running:
+        entry = workers.setdefault(str(name), _worker_entry(str(name), None))
+        entry["running"].append(build_id)
+        entry["alive"] = entry["alive"] or (beat is not None and beat >= fresh)
+    return {"workers": sorted(workers.values(), key=lambda w: (w["host"], w["worker"])),
+            "queues": {(q or "local"): n for q, n in sorted(depth.items(),
+                                                            key=lambda i: i[0] or "")},
+            "lease": lease}
+
+
 def registry_for(settings: Settings, config: QueueConfig,
                  queues: Sequence[str] = ()) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
@@ -149,13 +217,26 @@ def registry_for(settings: Settings, config: QueueConfig,
     return registry
 
 
+def _first_line(e: BaseException) -> str:
+    message = str(e).strip()
+    return f"{type(e).__name__}: {message.splitlines()[0] if message else ''}"
+
+
+def pool_workers(pid: int | None = None) -> list[str]:
+    """The ``host:pid`` names of the Celery pool processes of the worker ``pid`` (default:
+    this process) and its own: what a build they claim records as its ``worker``."""
+    pid = os.getpid() if pid is None else pid
+    host = socket.gethostname()
+    return [f"{host}:{pid}", *(f"{host}:{p.pid}" for p in processes() if p.ppid == pid)]
+
+
 def _database_ok(settings: Settings) -> str | None:
     """None when the database answers, else why not."""
     try:
         with engine_for(settings.database_url).connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as e:  # any driver's error, or a migration refused
-        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        return _first_line(e)
     return None
 
 
@@ -178,10 +259,13 @@ def health(settings: Settings, config: QueueConfig, queues: Sequence[str],
     broker_error = _broker_ok(config)
     running: list[str] = []
     if db_error is None:
-        host = socket.gethostname() + ":"
-        with engine_for(settings.database_url).connect() as conn:
-            running = list(conn.execute(select(BuildRow.id).where(
-                BuildRow.state == RUNNING, BuildRow.worker.startswith(host))).scalars())
+        try:
+            with engine_for(settings.database_url).connect() as conn:
+                running = list(conn.execute(select(BuildRow.id).where(
+                    BuildRow.state == RUNNING, BuildRow.worker.in_(pool_workers()))
+                    .order_by(BuildRow.started_at)).scalars())
+        except (SQLAlchemyError, StoreError) as e:  # gone since it answered
+            db_error = _first_line(e)
     doc = {"ok": db_error is None and broker_error is None, "worker": worker,
            "queues": list(queues),
            "database": {"ok": db_error is None, "error": db_error},
@@ -212,7 +296,11 @@ def serve_worker_endpoints(settings: Settings, config: QueueConfig, listen: str 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                body, status, kind = generate_latest(registry), 200, CONTENT_TYPE
+                try:
+                    body, status, kind = generate_latest(registry), 200, CONTENT_TYPE
+                except Error as e:
+                    body, status, kind = (e.diagnostics().encode() + b"\n", 503,
+                                          "text/plain; charset=utf-8")
             elif path == "/healthz":
                 ok, doc = health(settings, config, queues, worker)
                 body = json.dumps(doc, sort_keys=True).encode() + b"\n"
