@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -248,7 +248,7 @@ def materialize(settings: Settings, build_id: str) -> Path:
                         and r.size > path.stat().st_size:
                     _append(s, build_id, r.name, path, r.size)
                 else:
-                    _install(path, _fetch(s, build_id, r.name, 0, r.size))
+                    _install(path, _chunks(s, build_id, r.name, 0, r.size))
             held[r.name] = stamp
             _write_held(marker, held)
     return directory
@@ -312,17 +312,20 @@ def _chunks(s: Session, build_id: str, name: str, start: int, end: int) -> Itera
         pos += len(chunk)
 
 
-def _fetch(s: Session, build_id: str, name: str, start: int, end: int) -> bytes:
-    return b"".join(_chunks(s, build_id, name, start, end))
-
-
-def _install(path: Path, data: bytes) -> None:
-    """``data`` as the read-only file ``path``, replaced at once."""
+def _install(path: Path, chunks: Iterable[bytes], *, check: Callable[[str], None] | None = None
+             ) -> None:
+    """``chunks`` as the read-only file ``path``, replaced at once; with ``check``, only once
+    it has been given the file's sha256 (``sha256:…``) and not raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for chunk in chunks:
+                h.update(chunk)
+                f.write(chunk)
+        if check is not None:
+            check("sha256:" + h.hexdigest())
         os.chmod(tmp, 0o444)
         os.replace(tmp, path)
     except BaseException:
@@ -334,27 +337,15 @@ def _install(path: Path, data: bytes) -> None:
 def _install_sealed(s: Session, build_id: str, name: str, size: int, sha256: str | None,
                     path: Path) -> None:
     """The sealed row streamed into ``path``, installed only when it hashes to its seal."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in _chunks(s, build_id, name, 0, size):
-                h.update(chunk)
-                f.write(chunk)
-        got = "sha256:" + h.hexdigest()
+    def check(got: str) -> None:
         if got != sha256:
             raise StoreError(f"the shared store's copy of {name} of build {build_id} hashes "
                              f"to {got}, not to its seal {sha256}",
                              where=f"build_files ({build_id}, {name})",
                              hint="the database was altered around its triggers: do not "
                                   "trust this build's files")
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    _install(path, _chunks(s, build_id, name, 0, size), check=check)
 
 
 def _append(s: Session, build_id: str, name: str, path: Path, size: int) -> None:
